@@ -1,0 +1,39 @@
+"""``noisecraft demo``: the embedded default job — a class-conditional digits model trained on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Sized for 2 CPU cores: ~3-5 minutes of training reaches recognisable digits at 16x16.
+DEMO_CONFIG = {
+    "data": "digits",
+    "resolution": 16,
+    "preset": "small",
+    "parameterization": "edm",
+    "sample_steps": 24,
+    "train": {"batch_size": 64, "lr": 2e-3, "warmup_steps": 100, "ema_decay": 0.995, "checkpoint_every": 500,
+              "sample_every": 0, "log_every": 25, "seed": 0, "max_minutes": 12.0},
+}
+
+
+def run_demo(out: str | Path, *, steps: int = 1500, guidance: float = 2.0) -> dict[str, Path]:
+    """Train (or resume) the demo model in ``out``, then write one row of samples per digit and a loss curve."""
+    from noisecraft.api import load, train
+    from noisecraft.training.checkpoint import latest_checkpoint
+
+    out = Path(out)
+    config = DEMO_CONFIG | {"out_dir": str(out), "train": DEMO_CONFIG["train"] | {"steps": steps}}
+    print(f"noisecraft demo: training a class-conditional digits model ({steps} steps) in {out}")
+    train(config, resume=latest_checkpoint(out) is not None)
+    pipeline = load(out)
+    names = pipeline.spec.class_names
+    per_class = 10
+    labels = [name for name in names for _ in range(per_class)]
+    images, parameters = pipeline.sample(len(labels), labels=labels, guidance=guidance, steps=24, sampler="heun",
+                                         seed=0)
+    grid, _ = pipeline.save(images, parameters, out / "samples_final", nrow=per_class, row_labels=names)
+    paths = {"grid": grid, "loss_curve": out / "loss.png", "model": out}
+    print(f"sample grid (one row per digit, guidance {guidance}): {grid}")
+    print(f"loss curve: {paths['loss_curve']}")
+    print(f"model folder: {out}  (try: noisecraft sample {out} --label 7 -n 8)")
+    return paths

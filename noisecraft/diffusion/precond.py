@@ -1,0 +1,147 @@
+"""Preconditioning: raw network F -> denoiser D(x, sigma) ~ E[x0 | x] (Karras et al. 2022, "EDM", eq. 7, Table 1).
+
+Every parameterization is the same wrapper
+
+    D(x; sigma) = c_skip(sigma) * x + c_out(sigma) * F(c_in(sigma) * x; c_noise(sigma))
+
+with x = x0 + sigma * eps; only the four coefficients differ. So an epsilon-prediction DDPM network, a
+v-prediction network and an EDM network all expose the same denoiser and work with every sampler.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from noisecraft.diffusion.vp import VPSchedule
+
+
+def append_dims(v: Tensor, ndim: int) -> Tensor:
+    """Reshape a per-example tensor `[B]` to `[B, 1, ..., 1]` with `ndim` dims so it broadcasts against x."""
+    return v.reshape(v.shape + (1,) * (ndim - v.ndim))
+
+
+def batch_sigma(sigma: float | Tensor, x: Tensor) -> Tensor:
+    """Return sigma as a `[B]` tensor on x's device, in float32 or wider (float64 if x is float64).
+
+    The coefficients are computed in at least float32 so that a bf16/fp16 `x` does not round sigma**2 + sigma_data**2.
+    """
+    if x.ndim == 0:
+        raise ValueError("x must have a batch dimension (shape [B, ...]); got a 0-d tensor.")
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    sigma = torch.as_tensor(sigma, dtype=dtype, device=x.device)
+    batch_size = x.shape[0]
+    if sigma.ndim == 0 or (sigma.ndim == 1 and sigma.shape[0] in (1, batch_size)):
+        return sigma.reshape(-1).expand(batch_size)
+    raise ValueError(
+        f"sigma must be a float, a 0-d tensor or a tensor of shape [{batch_size}] (one per example of x); "
+        f"got shape {tuple(sigma.shape)}. Flatten it with sigma.reshape(-1)."
+    )
+
+
+def edm_scalings(sigma: Tensor, sigma_data: float) -> tuple[Tensor, Tensor, Tensor]:
+    """c_skip, c_out, c_in of EDM Table 1: unit-variance network input and target for data of std `sigma_data`."""
+    total = sigma**2 + sigma_data**2
+    return sigma_data**2 / total, sigma * sigma_data / total.sqrt(), total.rsqrt()
+
+
+class Precond(nn.Module):
+    """EDM eq. 7 around `net(x_in, c_noise, **cond)`; subclasses only say what the four coefficients are.
+
+    `sigma_min` / `sigma_max` are the noise levels the network was trained on when known (None otherwise).
+    The denoiser expects sigma > 0: at sigma = 0 the log-sigma noise embeddings are -inf.
+    """
+
+    sigma_min: float | None = None
+    sigma_max: float | None = None
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def scalings(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(c_skip, c_out, c_in, c_noise) for per-example sigmas `[B]`, each of shape `[B]`."""
+        raise NotImplementedError(f"{type(self).__name__} must define scalings(sigma)")
+
+    def forward(self, x: Tensor, sigma: float | Tensor, **cond) -> Tensor:
+        sigma = batch_sigma(sigma, x)
+        c_skip, c_out, c_in, c_noise = self.scalings(sigma)
+        c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in (c_skip, c_out, c_in))
+        F = self.net((c_in * x).to(x.dtype), c_noise, **cond)
+        if F.shape != x.shape:
+            raise ValueError(
+                f"{type(self.net).__name__} returned shape {tuple(F.shape)} for input {tuple(x.shape)}; "
+                "the raw network must return a tensor shaped like its input."
+            )
+        return (c_skip * x + c_out * F.to(c_out.dtype)).to(x.dtype)
+
+
+class EDMPrecond(Precond):
+    """EDM preconditioning (Karras et al. 2022, Table 1, "EDM" column); c_noise = ln(sigma) / 4."""
+
+    sigma_min = 0.0
+    sigma_max = math.inf
+
+    def __init__(self, net: nn.Module, sigma_data: float = 0.5):
+        super().__init__(net)
+        self.sigma_data = check_number(sigma_data, "sigma_data", positive=True)
+
+    def scalings(self, sigma):
+        return (*edm_scalings(sigma, self.sigma_data), sigma.log() / 4)
+
+
+class VPEpsPrecond(Precond):
+    """Epsilon prediction of DDPM (Ho et al. 2020) as a denoiser (EDM Table 1, "VP" column).
+
+    The DDPM input x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps is x / sqrt(1 + sigma^2) with
+    alpha_bar = 1 / (1 + sigma^2), so c_in = 1 / sqrt(1 + sigma^2), and x0 = x - sigma * eps gives c_skip = 1,
+    c_out = -sigma. c_noise is the continuous timestep the network was trained on, from `vp_schedule.sigma_to_t`.
+    """
+
+    def __init__(self, net: nn.Module, vp_schedule: VPSchedule):
+        super().__init__(net)
+        self.vp_schedule = _check_schedule(vp_schedule)
+        self.sigma_min, self.sigma_max = vp_schedule.sigma_min, vp_schedule.sigma_max
+
+    def scalings(self, sigma):
+        return torch.ones_like(sigma), -sigma, (1 + sigma**2).rsqrt(), self.vp_schedule.sigma_to_t(sigma)
+
+
+class VPredPrecond(Precond):
+    """v-prediction (Salimans & Ho 2022, "Progressive distillation", section 4: v = alpha_t eps - sigma_t x0).
+
+    For data of std sigma_data the network predicts the v of the unit-scaled data x0 / sigma_data,
+    v = (eps - (sigma / sigma_data^2) x0) / sqrt(1 + (sigma / sigma_data)^2); solving for x0 gives the EDM c_skip
+    and c_in with c_out negated (EDM's training target F is exactly -v). c_noise is the VP timestep if a
+    `vp_schedule` is given (networks trained on DDPM timesteps), else EDM's ln(sigma) / 4.
+    """
+
+    def __init__(self, net: nn.Module, sigma_data: float = 1.0, vp_schedule: VPSchedule | None = None):
+        super().__init__(net)
+        self.sigma_data = check_number(sigma_data, "sigma_data", positive=True)
+        self.vp_schedule = None if vp_schedule is None else _check_schedule(vp_schedule)
+        if vp_schedule is not None:
+            self.sigma_min, self.sigma_max = vp_schedule.sigma_min, vp_schedule.sigma_max
+
+    def scalings(self, sigma):
+        c_skip, c_out, c_in = edm_scalings(sigma, self.sigma_data)
+        c_noise = sigma.log() / 4 if self.vp_schedule is None else self.vp_schedule.sigma_to_t(sigma)
+        return c_skip, -c_out, c_in, c_noise
+
+
+def _check_schedule(vp_schedule) -> VPSchedule:
+    if not isinstance(vp_schedule, VPSchedule):
+        kind = type(vp_schedule).__name__
+        raise TypeError(f"vp_schedule must be a VPSchedule (e.g. VPSchedule.linear()); got {kind}.")
+    return vp_schedule
+
+
+def check_number(value, name: str, *, positive: bool = False) -> float:
+    """`value` as a float if it is a finite real number (and > 0 if `positive`), else a ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number; got {value!r}.")
+    if positive and not value > 0:
+        raise ValueError(f"{name} must be > 0; got {value!r}.")
+    return float(value)

@@ -1,0 +1,164 @@
+"""The analyzer (images back to objects, prompt matching) and the GenEval-style benchmark scorer."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFilter
+
+from noisecraft.shapes.analyzer import analyze, check, matches, objects_of, relation_holds, to_rgb_array
+from noisecraft.shapes.benchmark import (CATEGORIES, benchmark_prompts, format_table, frechet_distance, load_results,
+                                         render_prompts, run_benchmark, save_results, score)
+from noisecraft.shapes.world import (COLOURS, SHAPES, SIZES, Scene, ShapeObject, ShapesWorldConfig, describe,
+                                     is_held_out, make_example, parse_prompt, render)
+
+
+def identities(objects):
+    return sorted((o.colour, o.shape, o.size) for o in objects)
+
+
+def exact(scene, found):
+    return identities(found) == identities(scene.objects) and matches(describe(scene), found)
+
+
+def test_exact_scene_accuracy_on_fresh_renders():
+    # 300 renders here (1,000 measured once: 100%); each must give back exactly its objects and match its caption
+    results = [exact(scene, analyze(render(scene))) for scene, _ in (make_example(2024, i) for i in range(300))]
+    assert np.mean(results) >= 0.99
+
+
+def test_robust_to_blur_noise_and_colour_drift():
+    rng = np.random.default_rng(0)
+    results = []
+    for i in range(150):
+        scene, _ = make_example(99, i)
+        image = render(scene).filter(ImageFilter.GaussianBlur(0.6))
+        pixels = np.asarray(image, float) + rng.normal(0, 8, (32, 32, 3)) + rng.uniform(-15, 15, 3)
+        results.append(exact(scene, analyze(np.clip(np.round(pixels), 0, 255).astype(np.uint8))))
+    assert np.mean(results) >= 0.95
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_every_colour_shape_and_size(size):
+    for colour in COLOURS:
+        for shape in SHAPES:
+            (found,) = analyze(render(Scene("single", (ShapeObject(colour, shape, size, (0.45, 0.55)),))))
+            assert (found.colour, found.shape, found.size) == (colour, shape, size)
+            assert found.centroid[0] == pytest.approx(0.45, abs=0.03)
+
+
+def test_relation_direction_is_checked():
+    a = ShapeObject("red", "circle", "small", (0.25, 0.5))
+    b = ShapeObject("blue", "square", "large", (0.7, 0.55))
+    found = analyze(render(Scene("relation", (a, b), "left of")))
+    assert check(render(Scene("relation", (a, b), "left of")), "a red circle to the left of a blue square")
+    assert matches(parse_prompt("a blue square with a red circle on its left"), found)
+    assert not matches(parse_prompt("a red circle to the right of a blue square"), found)
+    assert not matches(parse_prompt("a red circle above a blue square"), found)  # mostly beside, not above
+    assert relation_holds("above", (0.5, 0.2), (0.55, 0.8)) and not relation_holds("below", (0.5, 0.2), (0.55, 0.8))
+
+
+def test_counts_sizes_and_extra_objects_must_match_exactly():
+    scene = Scene("count", tuple(ShapeObject("green", "triangle", "small", (x, 0.3)) for x in (0.2, 0.5, 0.8)))
+    found = analyze(render(scene))
+    assert matches(parse_prompt("three green triangles"), found)
+    assert not matches(parse_prompt("two green triangles"), found)
+    assert not matches(parse_prompt("a large green triangle"), objects_of(Scene("single", scene.objects[:1])))
+    assert matches(parse_prompt("a small green triangle"), objects_of(Scene("single", scene.objects[:1])))
+    assert not matches(parse_prompt("a green triangle and a red circle"), found)
+    assert not matches(None, found)  # an unparsable prompt matches nothing
+
+
+def test_input_formats_agree_and_bad_input_is_explained():
+    scene, _ = make_example(1, 3)
+    image = render(scene)
+    tensor = torch.from_numpy(np.asarray(image, np.float32)).permute(2, 0, 1) / 127.5 - 1
+    from_pil, from_array, from_tensor = analyze(image), analyze(np.asarray(image)), analyze(tensor)
+    assert from_pil == from_array
+    assert identities(from_tensor) == identities(from_pil)
+    assert np.allclose([o.centroid for o in from_tensor], [o.centroid for o in from_pil])
+    with pytest.raises(ValueError, match=r"\[3, H, W\]"):
+        analyze(tensor[None])
+    with pytest.raises(TypeError, match="uint8"):
+        analyze(np.asarray(image, np.float32))
+    with pytest.raises(TypeError, match="PIL image"):
+        analyze([1, 2, 3])
+
+
+def test_noise_and_off_palette_images_match_nothing():
+    noise = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert not check(noise, "a red circle")
+    assert analyze(Image.new("RGB", (32, 32), (128, 128, 128))) == []  # grey is no palette colour
+    everything_red = analyze(Image.new("RGB", (32, 32), (220, 40, 40)))
+    assert [o.size for o in everything_red] == ["unknown"]
+
+
+def test_to_rgb_array_maps_tensor_range_to_pixels():
+    assert to_rgb_array(torch.full((3, 2, 2), -1.0)).max() == 0
+    assert to_rgb_array(torch.full((3, 2, 2), 1.0)).min() == 255
+
+
+# ----------------------------------------------------------------------------------------------------- benchmark
+
+
+def test_prompt_set_is_fixed_and_separates_seen_from_held_out():
+    prompts = benchmark_prompts()
+    assert prompts == benchmark_prompts()
+    assert {p.category for p in prompts} == set(CATEGORIES)
+    assert len({p.text for p in prompts}) == len(prompts)
+    config = ShapesWorldConfig()
+    for p in prompts:
+        spec = parse_prompt(p.text)
+        assert spec is not None, p.text
+        assert is_held_out(spec, config) == (p.category == "held_out"), p.text
+
+
+def perfect(prompts, seed):
+    return render_prompts(prompts, seed + 1000)
+
+
+def test_perfect_generator_scores_one_and_wrong_generator_scores_low():
+    results = run_benchmark(perfect, n_per_prompt=2)
+    assert all(value == 1.0 for value in results["categories"].values()), results["categories"]
+    assert results["overall"] == 1.0 and results["held_out"] == 1.0
+    texts = [p.text for p in benchmark_prompts()]
+    subset = benchmark_prompts()[::3]  # every category, fewer images
+
+    def wrong(prompts, seed):  # renders another prompt's scene
+        return render_prompts([texts[(texts.index(p) + 7) % len(texts)] for p in prompts], seed)
+
+    wrong_results = run_benchmark(wrong, n_per_prompt=2, prompts=subset)
+    assert wrong_results["overall"] < 0.2
+
+    def noise(prompts, seed):
+        return torch.rand(len(prompts), 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+    noise_results = run_benchmark(noise, n_per_prompt=2, prompts=subset)
+    assert noise_results["overall"] == 0.0
+    assert noise_results["fd"] > 20 * results["fd"]
+    assert noise_results["diversity"] < 0.5 * noise_results["reference_diversity"]  # noise is all alike
+    table = format_table(results)
+    assert all(category in table for category in CATEGORIES) and "frechet distance" in table
+
+
+def test_frechet_distance_of_gaussians():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 3))
+    b = rng.normal(size=(4000, 3)) * 2 + 1
+    # closed form: |mu|^2 + tr(I + 4I - 2 * 2I) = 3 + 3
+    assert frechet_distance(a, b) == pytest.approx(6.0, rel=0.05)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_score_rejects_bad_input_and_results_round_trip(tmp_path):
+    prompt = benchmark_prompts()[0].text
+    with pytest.raises(ValueError, match="not in the benchmark prompt set"):
+        score({"a red hexagon": torch.zeros(1, 3, 32, 32)})
+    with pytest.raises(ValueError, match=r"\[n, 3, H, W\]"):
+        score({prompt: torch.zeros(3, 32, 32)})
+    with pytest.raises(ValueError, match="generate must return"):
+        run_benchmark(lambda prompts, seed: torch.zeros(1, 3, 32, 32), n_per_prompt=2)
+    results = score({prompt: perfect([prompt] * 3, 0)})
+    assert results["categories"] == {"single_object": 1.0} and results["held_out"] is None
+    assert load_results(save_results(results, tmp_path / "r.json")) == results
+    with pytest.raises(FileNotFoundError):
+        load_results(tmp_path / "missing.json")

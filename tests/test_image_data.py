@@ -1,0 +1,228 @@
+"""Tests for noisecraft.images.data: image folders, the digits dataset, loading, flipping and exporting."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import default_collate
+
+from noisecraft.images.data import (
+    DataError,
+    ImageFolderDataset,
+    digits_dataset,
+    export_image_folder,
+    load_dataset,
+    random_hflip,
+)
+
+
+def write_image(path, size=(8, 8), value=0, mode="RGB"):
+    """Write a solid image of ``size = (width, height)``; ``value`` is a grey level or colour tuple."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, value).save(path)
+    return path
+
+
+def write_truncated_png(path):
+    data = (write_image(path, size=(16, 16), value=(10, 20, 30))).read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def make_class_folders(root):
+    write_image(root / "dog" / "b.png", value=(0, 0, 0))
+    write_image(root / "cat" / "z.png", value=(255, 255, 255))
+    write_image(root / "cat" / "a.jpg", value=(255, 0, 0))
+    write_image(root / "cat" / ".hidden.png", value=(1, 2, 3))  # hidden files are ignored
+    return root
+
+
+def test_class_folders_give_sorted_labels_and_items(tmp_path):
+    dataset = ImageFolderDataset(make_class_folders(tmp_path))
+    assert dataset.class_names == ["cat", "dog"] and dataset.num_classes == 2
+    assert [path.relative_to(tmp_path).as_posix() for path in dataset.files] == ["cat/a.jpg", "cat/z.png", "dog/b.png"]
+    assert [dataset[i]["label"] for i in range(3)] == [0, 0, 1]
+    item = dataset[1]
+    assert set(item) == {"image", "label", "index"} and item["index"] == 1
+    assert item["image"].shape == (3, 8, 8) == dataset.shape and item["image"].dtype == torch.float32
+    assert torch.equal(item["image"], torch.ones(3, 8, 8))  # white -> +1
+    assert torch.equal(dataset[2]["image"], -torch.ones(3, 8, 8))  # black -> -1
+    batch = default_collate([dataset[i] for i in range(3)])
+    assert batch["image"].shape == (3, 3, 8, 8) and batch["label"].tolist() == [0, 0, 1]
+
+
+def test_images_in_root_have_no_labels_and_grey_conversion(tmp_path):
+    write_image(tmp_path / "a.png", value=(255, 255, 255))
+    dataset = ImageFolderDataset(tmp_path, channels=1)
+    assert dataset.class_names == [] and "label" not in dataset[0]
+    assert dataset[0]["image"].shape == (1, 8, 8)
+    write_image(tmp_path / "dogs" / "b.png")
+    with pytest.warns(UserWarning, match="both in .* and in its sub-folders; class labels are disabled"):
+        assert ImageFolderDataset(tmp_path).labels is None
+
+
+def test_transparent_pixels_become_white(tmp_path):
+    write_image(tmp_path / "a.png", value=(0, 0, 0, 0), mode="RGBA")
+    assert torch.equal(ImageFolderDataset(tmp_path)[0]["image"], torch.ones(3, 8, 8))
+
+
+def test_captions_from_metadata_and_txt_sidecars(tmp_path):
+    make_class_folders(tmp_path)
+    (tmp_path / "metadata.jsonl").write_text(
+        json.dumps({"file_name": "cat/z.png", "text": "a white cat"}) + "\n\n"
+        + json.dumps({"file_name": "dog/b.png", "text": "a black dog"}) + "\n"
+    )
+    (tmp_path / "cat" / "a.txt").write_text("a red cat\n")
+    (tmp_path / "dog" / "b.txt").write_text("ignored: metadata.jsonl wins\n")
+    dataset = ImageFolderDataset(tmp_path)
+    assert dataset.captions == ["a red cat", "a white cat", "a black dog"]
+    assert dataset[0]["caption"] == "a red cat"
+
+
+def test_partial_captions_warn_and_default_to_empty(tmp_path):
+    write_image(tmp_path / "a.png")
+    write_image(tmp_path / "b.png")
+    (tmp_path / "b.txt").write_text("only b")
+    with pytest.warns(UserWarning, match="1 of 2 images have no caption"):
+        dataset = ImageFolderDataset(tmp_path)
+    assert dataset.captions == ["", "only b"]
+
+
+def test_resolution_resizes_and_centre_crops(tmp_path):
+    image = np.zeros((4, 12), dtype=np.uint8)
+    image[:, 4:8] = 255  # white centre, black sides
+    Image.fromarray(image).save(tmp_path / "wide.png")
+    write_image(tmp_path / "small.png", size=(2, 2), value=(255, 255, 255))
+    dataset = ImageFolderDataset(tmp_path, resolution=4, channels=1)
+    assert dataset.shape == (1, 4, 4)
+    assert torch.allclose(dataset[1]["image"], torch.ones(1, 4, 4), atol=0.02)  # the crop kept only the centre
+    stretched = ImageFolderDataset(tmp_path, resolution=4, channels=1, center_crop=False)
+    assert stretched[1]["image"].min() < -0.9  # stretching keeps the black sides
+
+
+def test_lazy_loading_matches_in_memory(tmp_path):
+    make_class_folders(tmp_path)
+    cached = ImageFolderDataset(tmp_path, resolution=4)
+    lazy = ImageFolderDataset(tmp_path, resolution=4, in_memory=False)
+    for index in range(len(cached)):
+        assert torch.equal(cached[index]["image"], lazy[index]["image"])
+
+
+def test_missing_and_empty_folders(tmp_path):
+    with pytest.raises(DataError, match=f"^no such directory: {re.escape(str(tmp_path / 'nope'))}$"):
+        ImageFolderDataset(tmp_path / "nope")
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match=r"no images found in .* \(looked for .png, .jpg, .jpeg, .webp, .bmp\)"):
+        ImageFolderDataset(tmp_path)
+
+
+@pytest.mark.parametrize("corrupt", ["truncated", "random bytes"])
+def test_corrupt_image_is_reported_with_skip_bad_hint(tmp_path, corrupt):
+    write_image(tmp_path / "good.png")
+    bad = tmp_path / "bad.png"
+    if corrupt == "truncated":
+        write_truncated_png(bad)
+    else:
+        bad.write_bytes(np.random.default_rng(0).bytes(300))
+    with pytest.raises(DataError, match=f"^cannot read image {re.escape(str(bad))}: .+; pass --skip-bad to skip"):
+        ImageFolderDataset(tmp_path)
+
+
+def test_skip_bad_skips_counts_and_warns(tmp_path):
+    write_image(tmp_path / "good.png")
+    write_truncated_png(tmp_path / "half.png")
+    (tmp_path / "noise.jpg").write_bytes(np.random.default_rng(1).bytes(300))
+    with pytest.warns(UserWarning, match="skipped 2 unreadable"):
+        dataset = ImageFolderDataset(tmp_path, skip_bad=True)
+    assert len(dataset) == 1 and [path.name for path, _ in dataset.skipped] == ["half.png", "noise.jpg"]
+    (tmp_path / "good.png").unlink()
+    with pytest.raises(DataError, match="no readable images"), pytest.warns(UserWarning):
+        ImageFolderDataset(tmp_path, skip_bad=True)
+
+
+def test_mixed_sizes_need_resolution(tmp_path):
+    write_image(tmp_path / "a.png", size=(32, 32))
+    write_image(tmp_path / "b.png", size=(28, 28))
+    expected = "images have different sizes (32x32 in a.png, 28x28 in b.png); pass --resolution N to resize"
+    with pytest.raises(DataError, match=f"^{re.escape(expected)}$"):
+        ImageFolderDataset(tmp_path)
+    assert ImageFolderDataset(tmp_path, resolution=16).shape == (3, 16, 16)
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{not json", "metadata.jsonl line 2: invalid JSON"),
+        ('{"text": "no file"}', 'metadata.jsonl line 2: missing "file_name" key'),
+        ('{"file_name": "ghost.png", "text": "x"}', "metadata.jsonl line 2: file_name 'ghost.png' not found"),
+    ],
+)
+def test_malformed_metadata(tmp_path, line, message):
+    write_image(tmp_path / "a.png")
+    (tmp_path / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": "fine"}) + "\n" + line + "\n")
+    with pytest.raises(DataError, match=f"^{re.escape(message)}"):
+        ImageFolderDataset(tmp_path)
+
+
+def test_digits_shapes_range_labels():
+    dataset = digits_dataset(resolution=16)
+    assert len(dataset) == 1797 and dataset.shape == (1, 16, 16)
+    assert dataset.class_names == [str(digit) for digit in range(10)]
+    images = dataset.images
+    assert images.min() == -1.0 and images.max() <= 1.0 and images.max() > 0.9
+    assert sorted(set(dataset.labels)) == list(range(10))
+    assert set(dataset[5]) == {"image", "label", "index"}
+
+
+def test_digits_split_is_stratified_deterministic_and_complete():
+    full, train, test = (digits_dataset(resolution=None, split=split) for split in ("all", "train", "test"))
+    assert len(train) + len(test) == len(full) and abs(len(test) - 0.2 * len(full)) < 10
+    for digit in range(10):
+        assert test.labels.count(digit) == round(0.2 * full.labels.count(digit))
+
+    def sorted_rows(*datasets):
+        rows = torch.cat([dataset.images for dataset in datasets]).flatten(1).numpy()
+        return rows[np.lexsort(rows.T[::-1])]
+
+    assert np.array_equal(sorted_rows(train, test), sorted_rows(full))  # train and test partition the data
+    assert torch.equal(digits_dataset(resolution=None, split="test", seed=0).images, test.images)
+    assert not torch.equal(digits_dataset(resolution=None, split="test", seed=1).images, test.images)
+    with pytest.raises(DataError, match="split must be"):
+        digits_dataset(split="validation")
+
+
+def test_load_dataset_dispatch_and_errors(tmp_path):
+    write_image(tmp_path / "a.png")
+    assert isinstance(load_dataset(tmp_path, resolution=4), ImageFolderDataset)
+    assert load_dataset("digits", resolution=8, split="test").shape == (1, 8, 8)
+    with pytest.raises(DataError, match="unknown dataset 'cifar': expected 'digits' or an image folder"):
+        load_dataset("cifar")
+    with pytest.raises(TypeError, match="random_flip do not apply to dataset 'digits'"):
+        load_dataset("digits", random_flip=True)
+
+
+def test_random_hflip_follows_the_generator():
+    images = torch.arange(4.0).expand(64, 1, 2, 4)
+    first = random_hflip(images, generator=torch.Generator().manual_seed(0))
+    again = random_hflip(images, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(first, again)
+    flipped = (first[:, 0, 0, 0] == 3.0).sum()
+    assert 0 < flipped < 64 and torch.equal(first[first[:, 0, 0, 0] == 3.0], images.flip(-1)[: int(flipped)])
+    assert torch.equal(random_hflip(images, generator=None, probability=0.0), images)
+
+
+def test_export_image_folder_round_trip(tmp_path):
+    source = make_class_folders(tmp_path / "source")
+    (source / "cat" / "z.txt").write_text("a white cat")
+    with pytest.warns(UserWarning, match="no caption"):
+        dataset = ImageFolderDataset(source)
+    out = export_image_folder(dataset, tmp_path / "export")
+    reloaded = ImageFolderDataset(out)  # every exported image has a metadata.jsonl line, so no warning
+    assert reloaded.class_names == dataset.class_names and reloaded.labels == dataset.labels
+    assert reloaded.captions == dataset.captions
+    for index in range(len(dataset)):
+        assert torch.equal(reloaded[index]["image"], dataset[index]["image"])
+    with pytest.raises(FileExistsError, match="not empty"):
+        export_image_folder(dataset, out)
