@@ -244,11 +244,16 @@ def diffusers_sample(
     generator: torch.Generator | None = None,
     step_options: dict | None = None,
     network_timer: list | None = None,
+    start_like_noisecraft: bool = False,
 ) -> Tensor:
     """diffusers' own sampling loop (as in its pipelines): set_timesteps, scale_model_input, model, step.
 
-    `noise` is standard normal; it is scaled by `init_noise_sigma`. The result is in data space (x0). With
-    `network_timer` (an empty list) the eps model is wrapped in a `CallTimer`, appended to it for the caller.
+    `noise` z is standard normal. diffusers starts from z * init_noise_sigma, which for the VP schedulers is
+    x_sigma = z sqrt(1 + sigma_max^2) rather than noisecraft's z sigma_max (a relative difference of
+    1 / (2 sigma_max^2) ~ 2e-5 on the DDPM table that still moves the final samples by ~1e-4). With
+    `start_like_noisecraft` the loop starts from x_sigma = z sigma_max instead, so accuracy comparisons see the same
+    starting point. The result is in data space (x0). With `network_timer` (an empty list) the eps model is wrapped
+    in a `CallTimer`, appended to it for the caller.
     """
     import inspect
 
@@ -261,6 +266,11 @@ def diffusers_sample(
     if "generator" in inspect.signature(scheduler.step).parameters:
         step_options["generator"] = generator
     x = noise * scheduler.init_noise_sigma
+    if start_like_noisecraft:
+        t_start = scheduler.timesteps[0]
+        sigma_start = _scheduler_sigma_of_t(scheduler)(t_start)
+        to_model_input = float(scheduler.scale_model_input(torch.ones(()), t_start))  # scheduler space -> VP x_t
+        x = noise * (sigma_start / math.sqrt(1 + sigma_start**2) / to_model_input)
     for t in scheduler.timesteps:
         eps = eps_model(scheduler.scale_model_input(x, t), t)
         x = scheduler.step(eps, t, x, **step_options).prev_sample

@@ -105,7 +105,7 @@ def diffusers_method(denoiser, label: str, class_name: str, *, seed: int, stocha
             return None
         counted = CallTimer(denoiser)
         x = diffusers_sample(scheduler, counted, noise, steps, generator=torch.Generator().manual_seed(seed),
-                             step_options=step_options)
+                             step_options=step_options, start_like_noisecraft=True)
         return x, counted.calls
 
     return Method("diffusers", label, stochastic, run)
@@ -113,7 +113,8 @@ def diffusers_method(denoiser, label: str, class_name: str, *, seed: int, stocha
 
 def all_methods(denoiser, sigma_range: tuple[float, float], seed: int) -> list[Method]:
     ours = []
-    for schedule in ("karras", "exponential", "vp"):
+    # "discrete" is noisecraft's DDPM-table schedule with trailing spacing, i.e. diffusers' trailing timesteps.
+    for schedule in ("karras", "exponential", "vp", "discrete"):
         common = dict(sigma_range=sigma_range, seed=seed, schedule=schedule)
         ours += [noisecraft_method(denoiser, name, **common) for name in
                  ("euler", "heun", "dpm_2", "lms", "dpmpp_2m", "unipc")]
@@ -167,7 +168,7 @@ def conversion_checks(denoiser, noise: Tensor, reference: Tensor) -> dict[str, f
              ("DPMSolverMultistepScheduler", {}, sample_dpmpp_2m)]
     for class_name, config, ours in pairs:
         scheduler = diffusers_scheduler(class_name, **config)
-        theirs = diffusers_sample(scheduler, denoiser, noise, 10)
+        theirs = diffusers_sample(scheduler, denoiser, noise, 10, start_like_noisecraft=True)
         if hasattr(scheduler, "sigmas"):
             sigmas = scheduler.sigmas.double()
         else:  # DDIM: the table's sigmas at its timesteps, then 0 (set_alpha_to_one)
@@ -176,7 +177,7 @@ def conversion_checks(denoiser, noise: Tensor, reference: Tensor) -> dict[str, f
         checks[f"{class_name} vs noisecraft on the same 10 sigmas"] = rmse(theirs, ours(denoiser, noise * sigmas[0],
                                                                                         sigmas))
     ddim_1000 = diffusers_sample(diffusers_scheduler("DDIMScheduler", timestep_spacing="trailing"), denoiser, noise,
-                                 1000)
+                                 1000, start_like_noisecraft=True)
     checks["DDIMScheduler 1000 steps vs reference"] = rmse(ddim_1000, reference)
     return checks
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -44,6 +45,7 @@ def test_ddp_trains_identical_replicas_and_resumes_exactly(tmp_path):
     reference = results(straight, tmp_path / "straight")
     assert reference[0]["model"] == reference[1]["model"]
     assert reference[0]["ema"] == reference[1]["ema"]
+    assert math.isfinite(reference[0]["loss"])
     assert reference[0]["final_eval_loss"] < reference[0]["initial_eval_loss"]
     log = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
     assert [record["step"] for record in log] == [5, 10, 15, 20]

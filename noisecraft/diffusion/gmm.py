@@ -37,7 +37,9 @@ class GaussianMixture:
         if covs.shape == (k, d):
             covs = torch.diag_embed(covs)
         if covs.shape != (k, d, d):
-            raise ValueError(f"covs must have shape [K, D, D] = [{k}, {d}, {d}] or [K, D] (diagonal); got {tuple(covs.shape)}.")
+            raise ValueError(
+                f"covs must have shape [K, D, D] = [{k}, {d}, {d}] or [K, D] (diagonal); got {tuple(covs.shape)}."
+            )
         if not torch.allclose(covs, covs.transpose(1, 2), rtol=1e-6, atol=1e-10):
             raise ValueError("covs must be symmetric; symmetrize with (C + C.transpose(-1, -2)) / 2.")
         if weights.shape != (k,) or not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
@@ -67,7 +69,8 @@ class GaussianMixture:
     @property
     def covariance(self) -> Tensor:
         """Mixture covariance sum_k w_k (C_k + mu_k mu_k^T) - mean mean^T (law of total covariance), `[D, D]`."""
-        second_moment = torch.einsum("k,kde->de", self.weights, self.covs + self.means[:, :, None] * self.means[:, None])
+        outer_means = self.means[:, :, None] * self.means[:, None, :]
+        second_moment = torch.einsum("k,kde->de", self.weights, self.covs + outer_means)
         mean = self.weights @ self.means
         return (second_moment - torch.outer(mean, mean)).to(self.dtype)
 
@@ -105,7 +108,8 @@ class GaussianMixture:
         components = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
         # x0 = mu_k + U_k diag(sqrt(l_k)) z has covariance U_k diag(l_k) U_k^T = C_k.
-        x0 = self.means[components] + torch.einsum("nde,ne->nd", self._eigvecs[components], self._eigvals[components].sqrt() * z)
+        scaled_z = self._eigvals[components].sqrt() * z
+        x0 = self.means[components] + torch.einsum("nde,ne->nd", self._eigvecs[components], scaled_z)
         x0 = x0.to(self.dtype)
         return (x0, components) if return_components else x0
 
@@ -125,7 +129,8 @@ class GaussianMixture:
             raise ValueError(f"x must be a floating-point tensor of shape [B, {self.dim}]; got {got}.")
         key = (x.dtype, x.device)
         if key not in self._cache:
-            self._cache[key] = tuple(v.to(dtype=x.dtype, device=x.device) for v in (self.means, self._eigvals, self._eigvecs))
+            tables = (self.means, self._eigvals, self._eigvecs)
+            self._cache[key] = tuple(v.to(dtype=x.dtype, device=x.device) for v in tables)
         return self._cache[key]
 
     def __repr__(self) -> str:

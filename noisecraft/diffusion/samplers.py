@@ -163,6 +163,7 @@ def sample_ddim(
     the probability-flow ODE (x0_hat + sigma_next eps_hat = x + eps_hat (sigma_next - sigma)), and eta = 1 is the
     DDPM ancestral sampler. `s_noise` scales the fresh noise z.
     """
+    _check_eta(eta)
     sigmas = _check_inputs(x, sigmas, generator)
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -282,8 +283,11 @@ def _sample_dpmpp_multistep(
 
     The correction extrapolates D in lambda from the previous steps' denoised outputs D_1, D_2 with r_k = h_k / h.
     2nd order: 'midpoint' (1 - e^{-H}) / 2 * (D_0 - D_1) / r_1 (DPM-Solver++(2M)) or 'heun' phi_2(H) (D_0 - D_1) / r_1
-    with phi_2(H) = 1 - (1 - e^{-H}) / H; 3rd order adds the divided-difference term with phi_3 = phi_2 / H - 1/2.
-    Lower order is used while the history fills up (the first step is DPM-Solver++ 1 = DDIM).
+    with phi_2(H) = 1 - (1 - e^{-H}) / H; 3rd order uses the DPM-Solver reference code's d1 ~ h D' and
+    d2 ~ h^2 D'' / 2 and adds phi_2 d1 - phi_3 d2, phi_3 = phi_2 / H - 1/2. Kept for compatibility with k-diffusion,
+    that d2 term carries half of its Taylor weight (-phi_3 h^2 D''), so its local error is O(h^3); `sample_unipc`
+    with order=3 is the Taylor-consistent 3rd-order multistep. Lower order is used while the history fills up; the
+    first step is DPM-Solver++ 1 (= DDIM), whose O(h^2) local error caps the global order of this family at 2.
     """
     sigmas = _check_inputs(x, sigmas, generator)
     history: list[tuple[float, Tensor]] = []  # (h, denoised) of earlier steps, most recent first
@@ -337,9 +341,9 @@ def sample_dpmpp_2m(
 ) -> Tensor:
     """DPM-Solver++(2M), Lu et al. 2022, Algorithm 2: 2nd-order multistep, 1st order on the first step. NFE: n."""
     return _sample_dpmpp_multistep(
-        denoiser, x, sigmas, callback=callback, generator=generator, order=2, eta=0.0, s_noise=1.0,
-        solver_type="midpoint",
-    )  # fmt: skip
+        denoiser, x, sigmas, callback=callback, generator=generator,
+        order=2, eta=0.0, s_noise=1.0, solver_type="midpoint"
+    )
 
 
 def sample_dpmpp_2m_sde(
@@ -362,9 +366,9 @@ def sample_dpmpp_2m_sde(
         raise ValueError(f"solver_type must be 'midpoint' or 'heun'; got {solver_type!r}.")
     _check_eta(eta)
     return _sample_dpmpp_multistep(
-        denoiser, x, sigmas, callback=callback, generator=generator, order=2, eta=eta, s_noise=s_noise,
-        solver_type=solver_type,
-    )  # fmt: skip
+        denoiser, x, sigmas, callback=callback, generator=generator,
+        order=2, eta=eta, s_noise=s_noise, solver_type=solver_type
+    )
 
 
 def sample_dpmpp_3m_sde(
@@ -377,12 +381,15 @@ def sample_dpmpp_3m_sde(
     eta: float = 1.0,
     s_noise: float = 1.0,
 ) -> Tensor:
-    """DPM-Solver++(3M) SDE: 3rd-order multistep (phi_2 and phi_3 terms) with SDE noise; eta = 0 is the ODE. NFE: n."""
+    """DPM-Solver++(3M) SDE (k-diffusion): the 3-step multistep update with SDE noise; eta = 0 is the ODE. NFE: n.
+
+    See `_sample_dpmpp_multistep` for the phi_2 / phi_3 terms and why the measured order is ~2.
+    """
     _check_eta(eta)
     return _sample_dpmpp_multistep(
-        denoiser, x, sigmas, callback=callback, generator=generator, order=3, eta=eta, s_noise=s_noise,
-        solver_type="heun",
-    )  # fmt: skip
+        denoiser, x, sigmas, callback=callback, generator=generator,
+        order=3, eta=eta, s_noise=s_noise, solver_type="heun"
+    )
 
 
 @torch.no_grad()
@@ -422,7 +429,9 @@ def sample_unipc(
     return x
 
 
-def _unipc_update(x: Tensor, sigma_next: float, history: list[tuple[float, Tensor]], denoised_end: Tensor | None) -> Tensor:
+def _unipc_update(
+    x: Tensor, sigma_next: float, history: list[tuple[float, Tensor]], denoised_end: Tensor | None
+) -> Tensor:
     """One UniP (denoised_end None) or UniC (denoised_end = D at sigma_next) step from history[-1]'s sigma.
 
     With D_0 = D at sigma (history[-1]), h = lambda_next - lambda (lambda = -log sigma), the earlier outputs D_k of
@@ -430,9 +439,9 @@ def _unipc_update(x: Tensor, sigma_next: float, history: list[tuple[float, Tenso
 
         x_next = (sigma_next / sigma) x - (e^{-h} - 1) D_0 - B(h) sum_k rho_k (D_k - D_0) / r_k
 
-    (Zhao et al. 2023, UniP eq. 8 and UniC eq. 10 in data prediction with alpha = 1). UniC adds the node r = 1
-    carrying D at sigma_next, so a predictor of order p = len(history) is corrected to order p + 1. rho solves the
-    order conditions `_unipc_rhos`; with a single node rho = 1/2 (its h -> 0 limit), as in the reference code.
+    (Zhao et al. 2023, sec. 3, data prediction with alpha = 1). UniC adds the node r = 1 carrying D at sigma_next,
+    which lifts a predictor of order p = len(history) to order p + 1 (their Theorem 3.1; UniP: Corollary 3.2). rho
+    solves the order conditions `_unipc_rhos`; with a single node rho = 1/2 (its h -> 0 limit), as in their code.
     """
     sigma, denoised_0 = history[-1]
     h = math.log(sigma / sigma_next)
@@ -451,9 +460,13 @@ def _unipc_update(x: Tensor, sigma_next: float, history: list[tuple[float, Tenso
 
 
 def _unipc_rhos(ratios: list[float], h: float, b_h: float) -> list[float]:
-    """Solve the UniPC order conditions sum_k rho_k r_k^(m-1) = g_m for m = 1..len(ratios) (Zhao et al., Thm. 3.1)."""
+    """Solve the UniPC order conditions sum_k rho_k r_k^(m-1) = g_m, m = 1..len(ratios), for the "bh2" B(h).
+
+    g_m = m! psi_m / B(h) with psi_m = (e^{-h} - sum_{j<=m} (-h)^j / j!) / (-h)^m, the Taylor remainders of the
+    exponential integrator, built by the recursion psi_{m+1} = psi_m / (-h) - 1 / (m+1)!.
+    """
     neg_h = -h
-    phi = math.expm1(neg_h) / neg_h - 1  # h * phi_2 recursion seed, in the reference's sign convention
+    phi = math.expm1(neg_h) / neg_h - 1  # psi_1
     g, factorial = [], 1
     for m in range(1, len(ratios) + 1):
         g.append(phi * factorial / b_h)

@@ -17,12 +17,16 @@ from torch import Tensor, nn
 
 from noisecraft import __version__
 from noisecraft.diffusion.config import DiffusionConfig
+from noisecraft.diffusion.editing import inpainting_denoiser, sdedit_sigmas, sdedit_start
 from noisecraft.diffusion.guidance import guided_denoiser
 from noisecraft.diffusion.samplers import get_sampler, nfe
 from noisecraft.images.data import random_hflip
 from noisecraft.images.io import save_grid, save_png
+from noisecraft.images.text2image import text_guided_denoiser
 from noisecraft.nets.unet import UNet2D, UNetConfig
+from noisecraft.text.encoders import TextEncoder, is_trainable, make_text_encoder, shared_text_encoder
 from noisecraft.training.checkpoint import load_weights, read_config, resolve_model_dir
+from noisecraft.training.distributed import unwrap_model
 
 MODEL_KIND = "image"
 
@@ -38,6 +42,7 @@ class ImageModelSpec:
     class_names: list[str] = field(default_factory=list)
     data: str = ""  # provenance only: what the model was trained on
     training: dict = field(default_factory=dict)  # provenance only: the run's full training config
+    text_encoder: dict | None = None  # TextEncoder.to_dict() of a text-to-image model; None without text
     kind: str = MODEL_KIND
 
     @property
@@ -59,7 +64,14 @@ class ImageModelSpec:
 
 
 class ImageDiffusionModel(nn.Module):
-    """The trainable denoiser ``D(x, sigma, class_labels=None, ...)``: a U-Net behind the configured preconditioner."""
+    """The trainable denoiser ``D(x, sigma, class_labels=None, context=None, context_mask=None)``: a U-Net behind
+    the configured preconditioner, plus the text encoder of a text-to-image model.
+
+    A trainable text encoder (``LearnedTokenEncoder``) is a sub-module, so it is optimised, averaged and saved with
+    the U-Net. A frozen one (``MiniLMEncoder``) is deliberately *not*: it is looked up in a process-wide registry
+    by its spec (:func:`~noisecraft.text.encoders.shared_text_encoder`), so its weights never enter the state dict,
+    the optimizer or the EMA copy, and its per-prompt cache is shared by the model and its EMA.
+    """
 
     def __init__(self, spec: ImageModelSpec):
         super().__init__()
@@ -67,26 +79,53 @@ class ImageDiffusionModel(nn.Module):
         self.diffusion = DiffusionConfig.from_dict(spec.diffusion)
         self.net = UNet2D(UNetConfig.from_dict(spec.unet))
         self.denoiser = self.diffusion.make_denoiser(self.net)
+        self.text_encoder: TextEncoder | None = None
+        if spec.text_encoder is not None:
+            if is_trainable(spec.text_encoder):
+                self.text_encoder = make_text_encoder(spec.text_encoder)
+            if self.net.config.context_dim is None:
+                raise ValueError("a text-to-image model needs a U-Net with cross-attention (unet.context_dim)")
 
     def forward(self, x: Tensor, sigma: float | Tensor, **cond: Tensor) -> Tensor:
         return self.denoiser(x, sigma, **cond)
 
+    def encode_text(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        """``context [B, T, D]`` and ``context_mask [B, T]`` (True = real token) of ``prompts``, on the model's
+        device, padded to the longest prompt: the cross-attention condition of the U-Net."""
+        if self.spec.text_encoder is None:
+            raise ValueError("this model takes no text: it was not trained with a text encoder")
+        encoder = self.text_encoder or shared_text_encoder(self.spec.text_encoder)
+        tokens, mask, _ = encoder.encode(prompts)
+        device = self.net.conv_in.weight.device
+        return tokens.to(device), mask.to(device)
+
+    def null_text(self, length: int) -> dict[str, Tensor]:
+        """One example's "no text" condition of ``length`` tokens: a fully masked context, so the U-Net's
+        cross-attention sees only its learned null token (the unconditional branch of classifier-free guidance)."""
+        device = self.net.conv_in.weight.device
+        return {"context": torch.zeros(length, self.net.config.context_dim, device=device),
+                "context_mask": torch.zeros(length, dtype=torch.bool, device=device)}
+
 
 def make_spec(*, resolution: int, channels: int, class_names: list[str], unet: UNetConfig,
-              diffusion: DiffusionConfig, data: str = "", training: dict | None = None) -> ImageModelSpec:
-    """Spec with the U-Net's channel / class / resolution fields forced to agree with the data."""
+              diffusion: DiffusionConfig, data: str = "", training: dict | None = None,
+              text_encoder: TextEncoder | None = None) -> ImageModelSpec:
+    """Spec with the U-Net's channel / class / resolution / context fields forced to agree with the data and the
+    text encoder (whose ``to_dict()`` is stored, so that loading rebuilds it)."""
     unet_dict = unet.to_dict() | {"in_channels": channels, "out_channels": None, "resolution": resolution,
-                                  "num_classes": len(class_names)}
+                                  "num_classes": len(class_names),
+                                  "context_dim": text_encoder.dim if text_encoder else unet.context_dim}
     return ImageModelSpec(resolution=resolution, channels=channels, unet=unet_dict, diffusion=diffusion.to_dict(),
-                          class_names=list(class_names), data=data, training=training or {})
+                          class_names=list(class_names), data=data, training=training or {},
+                          text_encoder=text_encoder.to_dict() if text_encoder else None)
 
 
 def make_loss_fn(spec: ImageModelSpec, *, random_flip: bool = False) -> Callable:
     """``loss_fn(model, batch, generator) -> [B]`` for the shared trainer.
 
-    Class labels are replaced by the "no label" class with probability ``cond_drop_prob`` (inside
-    ``DiffusionConfig.loss``) so that one network learns both the conditional and the unconditional denoiser
-    (classifier-free guidance, Ho & Salimans 2022, Alg. 1).
+    Class labels are replaced by the "no label" class, captions by the fully masked context, with probability
+    ``cond_drop_prob`` (inside ``DiffusionConfig.loss``) so that one network learns both the conditional and the
+    unconditional denoiser (classifier-free guidance, Ho & Salimans 2022, Alg. 1).
     """
     diffusion = DiffusionConfig.from_dict(spec.diffusion)
     null_label = spec.num_classes
@@ -95,6 +134,12 @@ def make_loss_fn(spec: ImageModelSpec, *, random_flip: bool = False) -> Callable
         x0 = batch["image"]
         if random_flip:
             x0 = random_hflip(x0, generator=generator)
+        if spec.text_encoder is not None:
+            # Encoded here, not in forward: a learned encoder's gradients flow through `context`.
+            text_model = unwrap_model(model)
+            context, context_mask = text_model.encode_text(list(batch["caption"]))
+            return diffusion.loss(model, x0, generator=generator, null_cond=text_model.null_text(context.shape[1]),
+                                  context=context, context_mask=context_mask)
         if not spec.num_classes:
             return diffusion.loss(model, x0, generator=generator)
         null = {"class_labels": torch.tensor(null_label, device=x0.device)}
@@ -161,41 +206,102 @@ class ImagePipeline:
     def sample(self, n: int, *, labels: list[int | str] | None = None, guidance: float = 1.0, steps: int = 32,
                sampler: str = "heun", schedule: str = "karras", seed: int = 0,
                sampler_options: dict[str, Any] | None = None, progress: Callable[[dict], None] | None = None,
+               prompt: str | list[str] | None = None, negative_prompt: str | None = None,
+               init_image: Tensor | None = None, strength: float | None = None, mask: Tensor | None = None,
                ) -> tuple[Tensor, dict[str, Any]]:
         """Generate ``n`` images in [-1, 1]; returns ``(images [n,C,H,W], parameters)``.
 
         ``guidance`` is the classifier-free guidance scale: 1 is the plain conditional model, 0 the unconditional
-        one, larger values push samples toward their class. ``progress`` receives the sampler's per-step callback.
+        one, larger values push samples toward their class or prompt. ``progress`` receives the sampler's
+        per-step callback.
+
+        Text-to-image models take ``prompt`` (one prompt for all images, which may compose concepts with ``AND``
+        and ``:weight``, or one plain prompt per image) and ``negative_prompt`` (replaces the unconditional
+        branch); see :mod:`noisecraft.images.text2image`.
+        ``init_image`` (``[C, H, W]`` or ``[n, C, H, W]`` in [-1, 1]) turns sampling into SDEdit with ``strength``
+        (default 0.6; 0 returns the image, 1 ignores it); with ``mask`` (``[H, W]``, ``[1, H, W]`` or
+        ``[n, 1, H, W]``, 1 = regenerate) it inpaints instead (default strength 1). See
+        :mod:`noisecraft.diffusion.editing`.
         """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         sample_fn = get_sampler(sampler)
         sigmas = self.diffusion.sampling_sigmas(steps, schedule=schedule).to(self.device)
         x = self.initial_noise(n, seed, float(sigmas[0]))
-        class_labels = self.labels_for(labels, n)
-        denoiser: Callable = self.model
-        if class_labels is not None:
-            if guidance == 1.0:
-                denoiser = lambda x_, s_: self.model(x_, s_, class_labels=class_labels)  # noqa: E731
-            else:
-                null = torch.full_like(class_labels, self.spec.num_classes)
-                denoiser = guided_denoiser(self.model, {"class_labels": class_labels}, {"class_labels": null}, guidance)
-        elif guidance != 1.0:
-            raise ValueError("guidance needs class labels: pass labels (this model has classes "
-                             f"{', '.join(self.spec.class_names) or 'none'})")
+        denoiser, evaluations, record = self._conditioned_denoiser(n, labels, prompt, negative_prompt, guidance)
+        if init_image is not None:
+            known = self._check_init_image(init_image, n)
+            noise = self.initial_noise(n, seed, 1.0)
+            if mask is not None:
+                denoiser = inpainting_denoiser(denoiser, known, self._check_mask(mask, n), noise)
+            strength = (0.6 if mask is None else 1.0) if strength is None else strength
+            sigmas = sdedit_sigmas(sigmas, strength)
+            x = sdedit_start(known, sigmas[0], noise)
+            record |= {"strength": strength, "inpainting": mask is not None}
+        elif mask is not None or strength is not None:
+            raise ValueError("mask and strength edit an image: pass init_image too")
         generator = torch.Generator(device=self.device).manual_seed(seed)
         start = time.perf_counter()
-        images = sample_fn(denoiser, x, sigmas, callback=progress, generator=generator, **(sampler_options or {}))
+        done = len(sigmas) - 1
+        images = sample_fn(denoiser, x, sigmas, callback=progress, generator=generator,
+                           **(sampler_options or {})) if done else x  # strength 0: no step to take
         parameters = {
             "model": self.source, "sampler": sampler, "schedule": schedule, "steps": steps,
-            "nfe": nfe(sampler, steps) * (1 if guidance == 1.0 or class_labels is None else 2),
-            "cfg_scale": guidance, "seed": seed, "n": n,
-            "labels": None if class_labels is None else class_labels.tolist(),
+            "nfe": nfe(sampler, done) * evaluations if done else 0,
+            "cfg_scale": guidance, "seed": seed, "n": n, **record,
             "sampler_options": sampler_options or {}, "sigma_min": self.diffusion.sigma_min,
             "sigma_max": self.diffusion.sigma_max, "noisecraft": __version__,
             "seconds": round(time.perf_counter() - start, 3),
         }
         return images.clamp(-1, 1), parameters
+
+    def _conditioned_denoiser(self, n: int, labels, prompt, negative_prompt, guidance: float,
+                              ) -> tuple[Callable, int, dict[str, Any]]:
+        """``(denoiser(x, sigma), network evaluations per call, metadata)`` for labels, a prompt or neither."""
+        if self.spec.text_encoder is not None:
+            if labels is not None:
+                raise ValueError("this is a text-to-image model: pass a prompt, not class labels")
+            if prompt is None:
+                raise ValueError('this is a text-to-image model: pass a prompt, e.g. prompt="a small red circle"')
+            denoiser, evaluations, record = text_guided_denoiser(self.model, prompt, n, guidance=guidance,
+                                                                 negative_prompt=negative_prompt)
+            return denoiser, evaluations, {"prompt": prompt, **record}
+        if prompt is not None or negative_prompt is not None:
+            raise ValueError("this model was not trained with text: it takes no prompt"
+                             + (" (use labels=...)" if self.spec.num_classes else ""))
+        class_labels = self.labels_for(labels, n)
+        record = {"labels": None if class_labels is None else class_labels.tolist()}
+        if class_labels is None:
+            if guidance != 1.0:
+                raise ValueError("guidance needs class labels: pass labels (this model has classes "
+                                 f"{', '.join(self.spec.class_names) or 'none'})")
+            return self.model, 1, record
+        if guidance == 1.0:
+            return (lambda x_, s_: self.model(x_, s_, class_labels=class_labels)), 1, record
+        null = torch.full_like(class_labels, self.spec.num_classes)
+        return guided_denoiser(self.model, {"class_labels": class_labels}, {"class_labels": null}, guidance), 2, record
+
+    def _check_init_image(self, image: Tensor, n: int) -> Tensor:
+        """``image`` as ``[n, C, H, W]`` on the model's device, or a clear error naming the expected shape."""
+        expected = (self.spec.channels, self.spec.resolution, self.spec.resolution)
+        if not isinstance(image, Tensor) or tuple(image.shape[-3:]) != expected or image.ndim not in (3, 4) \
+                or (image.ndim == 4 and image.shape[0] not in (1, n)):
+            got = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+            raise ValueError(f"the init image must be {expected[2]}x{expected[1]} with {expected[0]} channels "
+                             f"(a tensor [C, H, W] = {list(expected)} in [-1, 1]) for this model; got {got}")
+        image = image.to(self.device, torch.float32)
+        return image.expand(n, *expected) if image.ndim == 3 else image.expand(n, *image.shape[1:])
+
+    def _check_mask(self, mask: Tensor, n: int) -> Tensor:
+        """``mask`` as ``[n, 1, H, W]`` floats in [0, 1] (1 = regenerate), or a clear error."""
+        size = (self.spec.resolution, self.spec.resolution)
+        leading = tuple(mask.shape[:-2]) if isinstance(mask, Tensor) else None
+        if leading not in ((), (1,), (1, 1), (n, 1)) or tuple(mask.shape[-2:]) != size:
+            got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+            raise ValueError(f"the mask must be {size[1]}x{size[0]} pixels with one channel (white = regenerate) "
+                             f"for this model; got shape {got}")
+        mask = mask.to(self.device, torch.float32)
+        return mask.reshape(-1, 1, *size).expand(n, 1, *size)
 
     def save(self, images: Tensor, parameters: dict[str, Any], out_dir: str | Path, *, nrow: int | None = None,
              row_labels: list[str] | None = None, prefix: str = "sample") -> tuple[Path, list[Path]]:
@@ -206,6 +312,8 @@ class ImagePipeline:
             image_parameters = parameters | {"seed": parameters["seed"] + i, "index": i}
             if parameters.get("labels") is not None:
                 image_parameters["label"] = self.spec.class_names[parameters["labels"][i]]
+            if isinstance(parameters.get("prompt"), list):
+                image_parameters["prompt"] = parameters["prompt"][i]
             files.append(save_png(image, out_dir / f"{prefix}_{i:04d}.png", image_parameters))
         grid = save_grid(images, out_dir / f"{prefix}_grid.png", nrow=nrow or min(len(images), 10),
                          parameters=parameters, labels=row_labels, upscale=max(1, 128 // self.spec.resolution))

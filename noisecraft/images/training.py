@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from noisecraft.diffusion.config import DiffusionConfig
 from noisecraft.images.data import load_dataset
 from noisecraft.images.pipeline import ImageDiffusionModel, ImagePipeline, make_loss_fn, make_spec
 from noisecraft.nets.unet import unet_config
+from noisecraft.shapes.world import ShapesDataset, ShapesWorldConfig, vocabulary
+from noisecraft.text.encoders import TextEncoder, make_text_encoder, shared_text_encoder
 from noisecraft.training.trainer import TrainConfig, Trainer, TrainResult
 
 PARAMETERIZATIONS = {"edm": DiffusionConfig.edm, "eps": DiffusionConfig.ddpm, "v": DiffusionConfig.v_prediction}
@@ -22,7 +25,7 @@ PARAMETERIZATIONS = {"edm": DiffusionConfig.edm, "eps": DiffusionConfig.ddpm, "v
 class ImageTrainConfig:
     """One JSON-able description of an image training run (``noisecraft train --config FILE`` reads this)."""
 
-    data: str = "digits"                 # "digits" or an image folder
+    data: str = "digits"                 # "digits", "shapes" (procedural captioned scenes) or an image folder
     out_dir: str = "runs/digits"
     resolution: int | None = None        # None: digits -> 16, folders -> their (common) image size
     channels: int | None = None          # None: digits -> 1, folders -> 3
@@ -35,6 +38,11 @@ class ImageTrainConfig:
     skip_bad: bool = False
     sample_steps: int = 32               # steps of the periodic sample grids
     train: dict = field(default_factory=dict)       # TrainConfig fields
+    # Text-to-image: condition on captions (shapes world, metadata.jsonl or .txt sidecars) through this encoder,
+    # {"name": "learned", "dim": ..., "layers": ...} (vocabulary taken from the data) or {"name": "minilm"}.
+    text_encoder: dict | None = None
+    world: dict = field(default_factory=dict)       # data="shapes": ShapesWorldConfig fields (held-out sets, ...)
+    num_examples: int = 200_000          # data="shapes": size of the data set, each example rendered on the fly
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ImageTrainConfig":
@@ -49,6 +57,13 @@ class ImageTrainConfig:
 
 
 def build_dataset(config: ImageTrainConfig):
+    if config.data == "shapes":
+        if config.channels not in (None, 3):
+            raise ValueError("the shapes world is RGB: use channels=3 (or leave it unset)")
+        world = ShapesWorldConfig.from_dict({"resolution": config.resolution or 32, **config.world})
+        return ShapesDataset(config.num_examples, seed=config.train.get("seed", 0), config=world)
+    if config.world:
+        raise ValueError(f"'world' settings only apply to data='shapes', not {config.data!r}")
     if config.data == "digits":
         if config.channels not in (None, 1):
             raise ValueError("the digits dataset is grey: use channels=1 (or leave it unset)")
@@ -67,15 +82,43 @@ def build_diffusion(config: ImageTrainConfig, *, conditional: bool) -> Diffusion
     return DiffusionConfig.from_dict(base | config.diffusion)
 
 
-def make_sample_hook(num_images_per_class: int = 8, steps: int = 32):
-    """Periodic sample grid: one row per class (or an 8x8 grid), fixed seed so grids are comparable over time."""
+def build_text_encoder(config: ImageTrainConfig, dataset) -> TextEncoder | None:
+    """The text encoder of ``config.text_encoder``, or None for label / unconditional models.
+
+    A learned encoder gets its vocabulary from the data (the shapes grammar, or every word of the captions) and
+    room for the longest caption; a frozen one is the process-wide shared instance (never part of the model).
+    """
+    if config.text_encoder is None:
+        return None
+    captions = getattr(dataset, "captions", None)
+    if config.data != "shapes" and not captions:
+        raise ValueError(f"text_encoder needs captions, but {config.data!r} has none: add a metadata.jsonl "
+                         '({"file_name": ..., "text": ...} per line) or a .txt file next to each image')
+    spec = dict(config.text_encoder)
+    if spec.get("name") == "learned":
+        if config.data == "shapes":
+            spec.setdefault("vocab", list(vocabulary()))
+        else:
+            words = sorted({w for text in captions for w in re.findall(r"[a-z0-9]+", text.lower())})
+            spec.setdefault("vocab", words)
+            spec.setdefault("max_tokens", max(32, 2 + max(len(re.findall(r"[a-z0-9]+", t.lower())) for t in captions)))
+        return make_text_encoder(spec)
+    return shared_text_encoder(spec)
+
+
+def make_sample_hook(num_images_per_class: int = 8, steps: int = 32, prompts: list[str] | None = None):
+    """Periodic sample grid: one row per class or per prompt (or an 8x8 grid), fixed seed so grids are comparable
+    over time. Prompts are sampled with guidance 3, the usual text-to-image setting."""
 
     def sample_fn(ema_model: nn.Module, step: int, out_dir: Path) -> dict[str, Any]:
         pipeline = ImagePipeline(_unwrap(ema_model), source=str(out_dir))
-        names = pipeline.spec.class_names
-        labels = [c for c in range(len(names)) for _ in range(num_images_per_class)] if names else None
-        n = len(labels) if labels else 64
-        images, parameters = pipeline.sample(n, labels=labels, steps=steps, seed=0)
+        names = prompts or pipeline.spec.class_names
+        repeated = [name for name in names for _ in range(num_images_per_class)] if names else None
+        n = len(repeated) if repeated else 64
+        if prompts:
+            images, parameters = pipeline.sample(n, prompt=repeated, guidance=3.0, steps=steps, seed=0)
+        else:
+            images, parameters = pipeline.sample(n, labels=repeated, steps=steps, seed=0)
         path = out_dir / "samples" / f"step_{step:08d}.png"
         from noisecraft.images.io import save_grid  # local: only the hook writes grids
         save_grid(images, path, nrow=num_images_per_class if names else 8, parameters=parameters | {"step": step},
@@ -100,16 +143,20 @@ def train_images(config: ImageTrainConfig | dict, *, resume: bool = False, progr
     if image_shape[-1] != image_shape[-2]:
         raise ValueError(f"images must be square, got {image_shape[-2]}x{image_shape[-1]}; pass --resolution N to "
                          "resize and center-crop them")
-    class_names = list(getattr(dataset, "class_names", []) or []) if config.conditional else []
+    text_encoder = build_text_encoder(config, dataset) if config.conditional else None
+    # A text-to-image model conditions on captions alone, even when the folders also give class labels.
+    class_names = list(getattr(dataset, "class_names", []) or []) if config.conditional and not text_encoder else []
     unet = unet_config(config.preset, **config.unet)
-    diffusion = build_diffusion(config, conditional=bool(class_names))
+    diffusion = build_diffusion(config, conditional=bool(class_names) or text_encoder is not None)
     spec = make_spec(resolution=resolution, channels=channels, class_names=class_names, unet=unet,
-                     diffusion=diffusion, data=config.data,
+                     diffusion=diffusion, data=config.data, text_encoder=text_encoder,
                      # TrainConfig is stored beside model_config already; out_dir may move between runs.
-                     training={k: v for k, v in config.to_dict().items() if k not in ("train", "out_dir")})
+                     training={k: v for k, v in config.to_dict().items()
+                               if k not in ("train", "out_dir", "text_encoder")})
     torch.manual_seed(train_config.seed)  # network initialisation
     model = ImageDiffusionModel(spec)
+    prompts = sorted({dataset[i]["caption"] for i in range(min(len(dataset), 6))}) if text_encoder else None
     trainer = Trainer(model, make_loss_fn(spec, random_flip=config.random_flip), dataset, train_config,
                       config.out_dir, model_config=spec.to_dict(),
-                      sample_fn=make_sample_hook(steps=config.sample_steps), progress=progress)
+                      sample_fn=make_sample_hook(steps=config.sample_steps, prompts=prompts), progress=progress)
     return trainer.fit(resume=resume)

@@ -353,7 +353,7 @@ class TableCodec:
                 values = np.array([f"{spec.name}-{key}" for key in keys], dtype=object) if is_text else keys
             else:  # empty / ignore: written back as all missing
                 values = np.full(num_rows, np.nan, dtype=object if spec.dtype == "object" else np.float64)
-            columns[spec.name] = _restore_dtype(values, spec, self.category_dtypes.get(spec.name)).to_numpy()
+            columns[spec.name] = _restore_dtype(values, spec, self.category_dtypes.get(spec.name))
         return pd.DataFrame(columns)
 
     def condition(self, name: str, value) -> list[tuple[str, int, float]]:

@@ -16,6 +16,7 @@ it with :func:`validate_prompt`.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections import OrderedDict
@@ -73,6 +74,7 @@ class TextEncoder(nn.Module):
     """
 
     name = "text"
+    trainable = False  # True: trained with the diffusion model and saved in its state dict
     dim: int
     max_tokens: int
 
@@ -126,6 +128,7 @@ class LearnedTokenEncoder(TextEncoder):
     LayerNorm. Tokenization is cached per prompt; the outputs are not (they change as the model trains)."""
 
     name = "learned"
+    trainable = True
     SPECIAL = ("<pad>", "<unk>", "<bos>")
 
     def __init__(self, vocab: Sequence[str], dim: int = 128, max_tokens: int = 32, layers: int = 2, heads: int = 4,
@@ -254,11 +257,34 @@ ENCODERS = {"learned": LearnedTokenEncoder, "minilm": MiniLMEncoder}
 
 def make_text_encoder(spec: dict) -> TextEncoder:
     """Build an encoder from its ``to_dict()`` (``{"name": "minilm"}``, ``{"name": "learned", "vocab": [...]}``)."""
+    encoder_class = _encoder_class(spec)
+    options = {k: v for k, v in spec.items() if k not in ("name", "model")}
+    try:
+        return encoder_class(**options)
+    except TypeError as error:
+        raise ValueError(f"bad options for the {spec['name']!r} text encoder: {error}") from error
+
+
+def _encoder_class(spec: dict) -> type[TextEncoder]:
     if not isinstance(spec, dict) or spec.get("name") not in ENCODERS:
         name = spec.get("name") if isinstance(spec, dict) else spec
         raise ValueError(f"unknown text encoder {name!r}; expected a dict with name in {sorted(ENCODERS)}")
-    options = {k: v for k, v in spec.items() if k not in ("name", "model")}
-    try:
-        return ENCODERS[spec["name"]](**options)
-    except TypeError as error:
-        raise ValueError(f"bad options for the {spec['name']!r} text encoder: {error}") from error
+    return ENCODERS[spec["name"]]
+
+
+def is_trainable(spec: dict) -> bool:
+    """Whether the encoder described by ``spec`` is trained with (and saved in) the diffusion model."""
+    return _encoder_class(spec).trainable
+
+
+@functools.lru_cache(maxsize=4)
+def _shared(spec_json: str) -> TextEncoder:
+    return make_text_encoder(json.loads(spec_json))
+
+
+def shared_text_encoder(spec: dict) -> TextEncoder:
+    """One process-wide instance per frozen encoder spec: loaded once, its prompt cache shared by every model
+    (and EMA copy) that uses it, and never a sub-module of them."""
+    if is_trainable(spec):
+        raise ValueError(f"the {spec['name']!r} text encoder is trained with its model; it cannot be shared")
+    return _shared(json.dumps(spec, sort_keys=True))

@@ -44,6 +44,7 @@ from noisecraft.training.checkpoint import (
     export_model,
     latest_checkpoint,
     load_checkpoint,
+    read_config,
     save_checkpoint,
 )
 from noisecraft.training.distributed import (
@@ -95,20 +96,21 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock budget of one fit() call; stops with a checkpoint when spent
 
     def __post_init__(self) -> None:
-        kinds = {"an int": ("steps", "batch_size", "warmup_steps", "grad_accum", "seed", "num_workers", "log_every",
-                            "sample_every", "checkpoint_every", "keep_checkpoints"),
-                 "a number": ("lr", "weight_decay", "ema_decay", "grad_clip", "max_minutes"),
-                 "True or False": ("ema_warmup", "bf16")}
-        for kind, names in kinds.items():
+        checks = {  # description -> (test, fields); bool is excluded from the numbers as True == 1 in Python
+            "an int": (lambda v: isinstance(v, int) and not isinstance(v, bool),
+                       ("steps", "batch_size", "warmup_steps", "grad_accum", "seed", "num_workers", "log_every",
+                        "sample_every", "checkpoint_every", "keep_checkpoints")),
+            "a number": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+                         ("lr", "weight_decay", "ema_decay", "grad_clip", "max_minutes")),
+            "True or False": (lambda v: isinstance(v, bool), ("ema_warmup", "bf16")),
+        }
+        for kind, (test, names) in checks.items():
             for name in names:
                 value = getattr(self, name)
-                if value is None and name in ("grad_clip", "max_minutes"):
-                    continue
-                valid = {"an int": isinstance(value, int) and not isinstance(value, bool),
-                         "a number": isinstance(value, (int, float)) and not isinstance(value, bool),
-                         "True or False": isinstance(value, bool)}[kind]
-                if not valid:
-                    raise TypeError(f"TrainConfig.{name} must be {kind}, got {value!r}")
+                optional = name in ("grad_clip", "max_minutes")
+                if not (test(value) or (optional and value is None)):
+                    raise TypeError(f"TrainConfig.{name} must be {kind}{' or None' if optional else ''}, "
+                                    f"got {value!r}")
         if not (isinstance(self.betas, (tuple, list)) and len(self.betas) == 2
                 and all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in self.betas)):
             raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
@@ -190,7 +192,7 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
     if isinstance(batch, Mapping):
-        return type(batch)({key: _to_device(value, device) for key, value in batch.items()})
+        return {key: _to_device(value, device) for key, value in batch.items()}
     if isinstance(batch, (list, tuple)):
         moved = [_to_device(value, device) for value in batch]
         return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)  # namedtuples unpack
@@ -290,7 +292,9 @@ class Trainer:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig (use TrainConfig.from_dict for dicts), "
                             f"got {type(config).__name__}")
-        for name, fn in (("loss_fn", loss_fn), ("sample_fn", sample_fn), ("collate_fn", collate_fn)):
+        if not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable as loss_fn(model, batch, generator), got {loss_fn!r}")
+        for name, fn in (("sample_fn", sample_fn), ("collate_fn", collate_fn)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
@@ -358,19 +362,25 @@ class Trainer:
         if checkpoint is None:
             raise FileNotFoundError(f"cannot resume: no checkpoint in {self.out_dir / CHECKPOINTS_DIR}; "
                                     "start without resume (it is written every checkpoint_every steps)")
+        # Compare configs before touching weights: a different model would otherwise fail with a shape error.
+        self._check_resumable(read_config(checkpoint), checkpoint=checkpoint)
         state = load_checkpoint(checkpoint, self.model, self.ema, self.optimizer, self.scheduler)
         missing = sorted({"samples_seen", "wall_time", "world_size", "rng"} - set(state))
         if missing:
             raise ValueError(f"{checkpoint} was not written by Trainer (state.pt lacks {missing}) and cannot be "
                              "resumed; start a new out_dir and initialise the model with load_weights()")
-        self._check_resumable(state["config"], checkpoint=checkpoint)
         self.step, self._wall_time_before = state["step"], state["wall_time"]
-        if state["world_size"] == context.world_size:
-            _restore_rng(state["rng"][context.rank], self.generator)
-        else:
-            # The per-rank random streams cannot be split or merged: continue correctly, but not bit-identically.
-            warnings.warn(f"{checkpoint} was written by {state['world_size']} processes, resuming with "
-                          f"{context.world_size}: random streams are reseeded", stacklevel=3)
+        restored = state["world_size"] == context.world_size
+        if restored:
+            try:
+                _restore_rng(state["rng"][context.rank], self.generator)
+            except RuntimeError:  # a generator state from another device type (e.g. a CPU run resumed on CUDA)
+                restored = False
+        if not restored:
+            # Per-rank random streams cannot be split, merged or moved between devices.
+            warnings.warn(f"cannot restore the random streams of {checkpoint} (written by {state['world_size']} "
+                          f"process(es), now {context.world_size} on {context.device.type}); they are reseeded, so "
+                          "training continues correctly but not bit-identically", stacklevel=3)
             self.generator.manual_seed(int(np.random.SeedSequence([config.seed, context.rank, self.step])
                                            .generate_state(1)[0]))
         self._say(f"resumed from {checkpoint} (step {self.step})", context)
