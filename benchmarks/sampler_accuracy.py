@@ -21,6 +21,7 @@ Run in the diffusers environment (bash benchmarks/setup_peers.sh diffusers):
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -124,35 +125,27 @@ def all_methods(denoiser, sigma_range: tuple[float, float], seed: int) -> list[M
         ]
         ours += [noisecraft_method(denoiser, name, stochastic=True, **common) for name in
                  ("euler_ancestral", "dpmpp_2m_sde", "dpmpp_3m_sde")]
-    theirs = []
-    for spacing in ("linspace", "trailing"):
-        theirs += [
-            diffusers_method(denoiser, f"DDIM ({spacing})", "DDIMScheduler", seed=seed, timestep_spacing=spacing),
-            diffusers_method(denoiser, f"Euler ({spacing})", "EulerDiscreteScheduler", seed=seed,
-                             timestep_spacing=spacing),
-            diffusers_method(denoiser, f"Heun ({spacing})", "HeunDiscreteScheduler", seed=seed,
-                             timestep_spacing=spacing),
-            diffusers_method(denoiser, f"DPM++2M ({spacing})", "DPMSolverMultistepScheduler", seed=seed,
-                             timestep_spacing=spacing),
-            diffusers_method(denoiser, f"UniPC bh2 ({spacing})", "UniPCMultistepScheduler", seed=seed,
-                             timestep_spacing=spacing),
-            diffusers_method(denoiser, f"DDIM eta=1 ({spacing})", "DDIMScheduler", seed=seed, stochastic=True,
-                             step_options={"eta": 1.0}, timestep_spacing=spacing),
-            diffusers_method(denoiser, f"Euler a ({spacing})", "EulerAncestralDiscreteScheduler", seed=seed,
-                             stochastic=True, timestep_spacing=spacing),
-            diffusers_method(denoiser, f"DPM++2M SDE ({spacing})", "DPMSolverMultistepScheduler", seed=seed,
-                             stochastic=True, algorithm_type="sde-dpmsolver++", timestep_spacing=spacing),
-        ]
-    theirs += [
-        diffusers_method(denoiser, "Euler (karras)", "EulerDiscreteScheduler", seed=seed, use_karras_sigmas=True),
-        diffusers_method(denoiser, "Heun (karras)", "HeunDiscreteScheduler", seed=seed, use_karras_sigmas=True),
-        diffusers_method(denoiser, "DPM++2M (karras)", "DPMSolverMultistepScheduler", seed=seed,
-                         use_karras_sigmas=True),
-        diffusers_method(denoiser, "UniPC bh2 (karras)", "UniPCMultistepScheduler", seed=seed,
-                         use_karras_sigmas=True),
-        diffusers_method(denoiser, "DPM++2M SDE (karras)", "DPMSolverMultistepScheduler", seed=seed,
-                         stochastic=True, algorithm_type="sde-dpmsolver++", use_karras_sigmas=True),
+    # diffusers: every scheduler on both timestep spacings that start at the top of the table, plus Karras sigmas
+    # where the scheduler offers them. (label, class, config, step options, stochastic, has Karras sigmas)
+    variants = [
+        ("DDIM", "DDIMScheduler", {}, {}, False, False),
+        ("Euler", "EulerDiscreteScheduler", {}, {}, False, True),
+        ("Heun", "HeunDiscreteScheduler", {}, {}, False, True),
+        ("LMS", "LMSDiscreteScheduler", {}, {}, False, True),
+        ("DPM++2M", "DPMSolverMultistepScheduler", {}, {}, False, True),
+        ("DPM++3M", "DPMSolverMultistepScheduler", {"solver_order": 3}, {}, False, True),
+        ("UniPC bh2", "UniPCMultistepScheduler", {}, {}, False, True),
+        ("UniPC bh2 order 3", "UniPCMultistepScheduler", {"solver_order": 3}, {}, False, True),
+        ("DDIM eta=1", "DDIMScheduler", {}, {"eta": 1.0}, True, False),
+        ("Euler a", "EulerAncestralDiscreteScheduler", {}, {}, True, False),
+        ("DPM++2M SDE", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}, {}, True, True),
     ]
+    theirs = []
+    for label, class_name, config, step_options, stochastic, has_karras in variants:
+        spacings = [("linspace", {"timestep_spacing": "linspace"}), ("trailing", {"timestep_spacing": "trailing"})]
+        spacings += [("karras", {"use_karras_sigmas": True})] if has_karras else []
+        theirs += [diffusers_method(denoiser, f"{label} ({name})", class_name, seed=seed, stochastic=stochastic,
+                                    step_options=step_options, **config, **spacing) for name, spacing in spacings]
     return ours + theirs
 
 
@@ -185,50 +178,98 @@ def conversion_checks(denoiser, noise: Tensor, reference: Tensor) -> dict[str, f
 # ----------------------------------------------------------------------------------------------------- reporting
 
 
-def best_ratio(methods: list[Method], budget: int, metric: str, stochastic: bool | None) -> dict:
-    """Our best / diffusers' best value of `metric` at `budget` (restricted to ODE methods if stochastic=False)."""
+COLUMN = {"rmse": "RMSE vs ref", "sw": "SW2 vs data"}
+
+
+def family(row: dict) -> str:
+    """The sampler family of a result row: the noisecraft sampler or the diffusers scheduler, without the schedule."""
+    return row["method"].split(" / ")[0] if row["library"] == "noisecraft" else row["method"].split(" (")[0]
+
+
+def best_ratio(budget_rows: list[dict], budget: int, metric: str) -> dict:
+    """Our best / diffusers' best value of `metric` among the rows of one budget (ODE rows only for the RMSE)."""
     best = {}
     for library in ("noisecraft", "diffusers"):
-        candidates = [(m.results[budget][metric], m.label) for m in methods
-                      if m.library == library and budget in m.results and
-                      (stochastic is None or m.stochastic == stochastic)]
+        candidates = [(row[COLUMN[metric]], row["method"]) for row in budget_rows
+                      if row["library"] == library and not (metric == "rmse" and row["kind"] == "SDE")]
         best[library] = min(candidates) if candidates else (math.nan, "-")
     return {"nfe": budget, "metric": metric, "ours": best["noisecraft"][0], "ours_method": best["noisecraft"][1],
             "diffusers": best["diffusers"][0], "diffusers_method": best["diffusers"][1],
             "ratio": best["noisecraft"][0] / best["diffusers"][0]}
 
 
-def save_plot(methods: list[Method], path, floor: float) -> None:
+def family_table(budget_rows: list[dict]) -> list[dict]:
+    """One row per (library, sampler family): its best configuration by RMSE (ODE) and by SW2."""
+    grouped: dict[tuple[str, str], list[dict]] = {}
+    for row in budget_rows:
+        grouped.setdefault((row["library"], family(row)), []).append(row)
+    table = []
+    for (library, name), rows in grouped.items():
+        by_sw = min(rows, key=lambda r: r[COLUMN["sw"]])
+        by_rmse = min(rows, key=lambda r: r[COLUMN["rmse"]]) if rows[0]["kind"] == "ODE" else None
+        table.append({"library": library, "sampler": name, "kind": rows[0]["kind"], "NFE": rows[0]["NFE"],
+                      "best RMSE": by_rmse[COLUMN["rmse"]] if by_rmse else math.nan,
+                      "config (RMSE)": by_rmse["method"] if by_rmse else "-",
+                      "best SW2": by_sw[COLUMN["sw"]], "config (SW2)": by_sw["method"]})
+    return sorted(table, key=lambda r: (r["kind"], r["best RMSE"] if r["kind"] == "ODE" else r["best SW2"]))
+
+
+def write_report(saved: dict) -> str:
+    """Markdown report (per-NFE family tables, the summary ratios, then every row) from the saved results."""
+    rows, args = saved["rows"], saved["args"]
+    lines = [f"machine: {saved['machine']}",
+             f"mixture: dim {args['dim']}, {args['components']} components, {args['num_samples']} samples, sigma range "
+             f"[{saved['sigma_range'][0]:.4f}, {saved['sigma_range'][1]:.2f}] (DDPM linear table); reference self-error "
+             f"{saved['reference_error']:.1e}; SW2 floor {saved['floor']:.4f}; {saved['seconds']:.0f} s"]
+    lines += [f"check: {k}: {v:.2e}" for k, v in saved["checks"].items()]
+    summary = [best_ratio(rows[b], int(b), metric) for metric in ("rmse", "sw") for b in rows]
+    lines += ["", "### Summary: our best / diffusers' best", "",
+              markdown_table(summary, ["nfe", "metric", "ours", "ours_method", "diffusers", "diffusers_method", "ratio"])]
+    for budget, budget_rows in rows.items():
+        lines += ["", f"### NFE <= {budget}: best configuration per sampler", "",
+                  markdown_table(family_table(budget_rows), ["library", "sampler", "kind", "NFE", "best RMSE",
+                                                             "config (RMSE)", "best SW2", "config (SW2)"])]
+    for budget, budget_rows in rows.items():
+        ordered = sorted(budget_rows, key=lambda r: (r["kind"], r[COLUMN["rmse"] if r["kind"] == "ODE" else COLUMN["sw"]]))
+        lines += ["", f"### NFE <= {budget}: every configuration", "",
+                  markdown_table(ordered, ["library", "method", "kind", "NFE", "RMSE vs ref", "SW2 vs data"])]
+    return "\n".join(lines)
+
+
+def save_plot(rows: dict, path, floor: float) -> None:
+    """Log-log error vs NFE: for each sampler family its best configuration per budget (solid: noisecraft,
+    dashed: diffusers); ODE RMSE on the left, sliced W2 of every sampler on the right."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, metric, title in ((axes[0], "rmse", "ODE: RMSE to reference"), (axes[1], "sw", "all: sliced W2 to data")):
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, metric, title in ((axes[0], "rmse", "ODE samplers: RMSE to reference"),
+                              (axes[1], "sw", "all samplers: sliced W2 to data")):
         for library, style in (("noisecraft", "-"), ("diffusers", "--")):
-            # Best configuration of each sampler family per budget, so the plot stays readable.
             families: dict[str, dict[int, float]] = {}
-            for m in methods:
-                if m.library != library or (metric == "rmse" and m.stochastic):
-                    continue
-                family = m.label.split(" / ")[0] if library == "noisecraft" else m.label.split(" (")[0]
-                for budget, result in m.results.items():
-                    families.setdefault(family, {})
-                    families[family][budget] = min(families[family].get(budget, math.inf), result[metric])
-            for family, curve in sorted(families.items()):
+            for budget, budget_rows in rows.items():
+                for row in budget_rows:
+                    if row["library"] != library or (metric == "rmse" and row["kind"] == "SDE"):
+                        continue
+                    curve = families.setdefault(family(row), {})
+                    curve[int(budget)] = min(curve.get(int(budget), math.inf), row[COLUMN[metric]])
+            colors = plt.get_cmap("tab10" if library == "noisecraft" else "Dark2")
+            for k, (name, curve) in enumerate(sorted(families.items())):
                 budgets = sorted(curve)
-                ax.loglog([m_ for m_ in budgets], [curve[b] for b in budgets], style, marker="o", markersize=3,
-                          label=f"{library}: {family}", linewidth=1)
+                ax.loglog(budgets, [curve[b] for b in budgets], style, marker="o", markersize=3, linewidth=1,
+                          color=colors(k % colors.N), label=f"{library}: {name}")
         if metric == "sw":
-            ax.axhline(floor, color="grey", linewidth=0.8, linestyle=":", label="sampling floor")
+            ax.axhline(floor, color="grey", linewidth=0.8, linestyle=":", label="floor (true vs true samples)")
         ax.set_xlabel("NFE")
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-    axes[1].legend(fontsize=6, ncol=2)
-    fig.tight_layout()
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=6.5)
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=70)
     plt.close(fig)
 
 
@@ -241,8 +282,11 @@ def main() -> None:
     parser.add_argument("--reference-steps", type=int, default=1000, help="Heun steps of the reference solve")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (accuracy, not speed, is measured)")
+    parser.add_argument("--from-json", action="store_true", help="only rebuild report and plot from the last run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)  # small batched ops: more threads only contend on a shared machine
+    if args.from_json:
+        return publish(json.loads((OUT_DIR / "sampler_accuracy.json").read_text()))
 
     mixture = make_mixture(args.dim, args.components, args.seed)
     denoiser = mixture.denoiser
@@ -283,28 +327,17 @@ def main() -> None:
         for budget, result in m.results.items():
             rows[budget].append({"library": m.library, "method": m.label, "kind": "SDE" if m.stochastic else "ODE",
                                  "NFE": result["nfe"], "RMSE vs ref": result["rmse"], "SW2 vs data": result["sw"]})
-    summary = [best_ratio(methods, budget, "rmse", stochastic=False) for budget in args.budgets]
-    summary += [best_ratio(methods, budget, "sw", stochastic=None) for budget in args.budgets]
+    saved = {"machine": machine_info(), "args": vars(args), "checks": checks, "reference_error": reference_error,
+             "floor": floor, "sigma_range": sigma_range, "seconds": elapsed, "rows": rows}
+    write_json(saved, OUT_DIR / "sampler_accuracy.json")
+    publish(json.loads((OUT_DIR / "sampler_accuracy.json").read_text()))  # the JSON round trip: same as --from-json
 
-    info = machine_info()
-    lines = [f"machine: {info}", f"mixture: dim {args.dim}, {args.components} components, {args.num_samples} samples, "
-             f"sigma range [{sigma_range[0]:.4f}, {sigma_range[1]:.2f}] (DDPM linear table); "
-             f"reference self-error {reference_error:.1e}; SW2 floor {floor:.4f}; {elapsed:.0f} s"]
-    lines += [f"check: {k}: {v:.2e}" for k, v in checks.items()]
-    for budget in args.budgets:
-        ordered = sorted(rows[budget], key=lambda r: (r["kind"], r["RMSE vs ref"] if r["kind"] == "ODE" else r["SW2 vs data"]))
-        lines += ["", f"### NFE <= {budget}", "",
-                  markdown_table(ordered, ["library", "method", "kind", "NFE", "RMSE vs ref", "SW2 vs data"])]
-    lines += ["", "### Summary: our best / diffusers' best", "",
-              markdown_table(summary, ["nfe", "metric", "ours", "ours_method", "diffusers", "diffusers_method", "ratio"])]
-    report = "\n".join(lines)
+
+def publish(saved: dict) -> None:
+    report = write_report(saved)
     print(report)
-    (OUT_DIR / "sampler_accuracy.md").parent.mkdir(parents=True, exist_ok=True)
     (OUT_DIR / "sampler_accuracy.md").write_text(report + "\n")
-    write_json({"machine": info, "args": vars(args), "checks": checks, "reference_error": reference_error,
-                "floor": floor, "rows": rows, "summary": summary}, OUT_DIR / "sampler_accuracy.json")
-    save_plot(methods, RESULTS_DIR / "sampler_accuracy.png", floor)
-
+    save_plot(saved["rows"], RESULTS_DIR / "sampler_accuracy.png", saved["floor"])
 
 if __name__ == "__main__":
     main()

@@ -9,13 +9,7 @@ from torch.distributions import Categorical, MixtureSameFamily, MultivariateNorm
 from noisecraft.diffusion.gmm import GaussianMixture, random_mixture
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: thread hand-offs cost more than the math on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _mixture_1d() -> GaussianMixture:

@@ -17,14 +17,13 @@ from noisecraft.tabular.schema import TabularDataWarning, infer_schema
 from noisecraft.tabular.transforms import CategoricalCodec, QuantileNormal, TableCodec
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
     """Several test processes share two cores; intra-op threads then spin against each other (7x slower here)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
 
 
 def mixed_table(num_rows: int = 120, seed: int = 0) -> pd.DataFrame:

@@ -77,14 +77,19 @@ class ImageDiffusionModel(nn.Module):
         super().__init__()
         self.spec = spec
         self.diffusion = DiffusionConfig.from_dict(spec.diffusion)
-        self.net = UNet2D(UNetConfig.from_dict(spec.unet))
-        self.denoiser = self.diffusion.make_denoiser(self.net)
+        # The U-Net is registered once, inside the preconditioner, so each weight is saved once.
+        self.denoiser = self.diffusion.make_denoiser(UNet2D(UNetConfig.from_dict(spec.unet)))
         self.text_encoder: TextEncoder | None = None
         if spec.text_encoder is not None:
             if is_trainable(spec.text_encoder):
                 self.text_encoder = make_text_encoder(spec.text_encoder)
             if self.net.config.context_dim is None:
                 raise ValueError("a text-to-image model needs a U-Net with cross-attention (unet.context_dim)")
+
+    @property
+    def net(self) -> UNet2D:
+        """The raw U-Net F(x_in, c_noise, **cond) inside the preconditioner."""
+        return self.denoiser.net
 
     def forward(self, x: Tensor, sigma: float | Tensor, **cond: Tensor) -> Tensor:
         return self.denoiser(x, sigma, **cond)

@@ -163,9 +163,10 @@ class LearnedTokenEncoder(TextEncoder):
         return ids
 
     def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        device = self.embed.weight.device
-        ids = [torch.tensor(self.token_ids(p), device=device) for p in prompts]
+        ids = [torch.tensor(self.token_ids(p)) for p in prompts]
+        # padded on the CPU, then one copy to the device (not one per prompt)
         padded = nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=self.index["<pad>"])
+        padded = padded.to(self.embed.weight.device)
         mask = padded != self.index["<pad>"]
         hidden = self.embed(padded) + self.position[: padded.shape[1]]
         tokens = self.norm(self.transformer(hidden, src_key_padding_mask=~mask))

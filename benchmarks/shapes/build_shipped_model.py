@@ -1,0 +1,101 @@
+"""Train, export, benchmark and illustrate the text-to-image model that ships in noisecraft/assets/shapes_t2i.
+
+One command does everything (the run folder can be resumed; the export keeps only the EMA weights, in float16):
+
+    python benchmarks/shapes/build_shipped_model.py --config configs/shapes_t2i.json --run runs/shapes_t2i \
+        --asset noisecraft/assets/shapes_t2i --results benchmarks/shapes/results_shapes_t2i.json \
+        --grid docs/images/t2i_grid.png
+
+It uses the GPU when there is one. The benchmark is `noisecraft eval shapes` with its default settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import safetensors.torch
+import torch
+
+from noisecraft.api import train
+from noisecraft.images.cli_text import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, load_text_model
+from noisecraft.images.io import save_grid
+from noisecraft.shapes.benchmark import format_table, run_benchmark, save_results
+from noisecraft.shapes.world import ShapesWorldConfig
+from noisecraft.training.checkpoint import EMA_FILE, MODEL_FILE, latest_checkpoint, read_config
+
+GRID_PROMPTS = ["a large red circle", "a small blue square", "two green triangles", "three yellow circles",
+                "a red circle to the left of a blue square", "a green square above a purple triangle",
+                "a blue triangle and a yellow square", "a purple square with a red triangle on its right",
+                "a yellow triangle", "a purple circle", "a blue triangle above a green square"]
+
+
+def export_asset(run: Path, asset: Path) -> Path:
+    """``config.json`` + the EMA weights of ``run``, in float16 (half the size), as the asset's only weights file
+    ``model.safetensors`` (a loadable model folder; the sampling weights without a second copy)."""
+    asset.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run / "config.json", asset / "config.json")
+    ema = safetensors.torch.load_file(run / EMA_FILE)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in ema.items()}
+    safetensors.torch.save_file(half, asset / MODEL_FILE, metadata={"format": "pt", "weights": "ema"})
+    return asset
+
+
+def make_grid(model: Path, path: Path, per_prompt: int = 8, device: str = "cpu") -> Path:
+    """One row per prompt of ``GRID_PROMPTS`` (the last three are held-out combinations)."""
+    pipeline = load_text_model(model, device)
+    prompts = [p for p in GRID_PROMPTS for _ in range(per_prompt)]
+    images, parameters = pipeline.sample(len(prompts), prompt=prompts, guidance=DEFAULT_GUIDANCE,
+                                         steps=DEFAULT_STEPS, sampler=DEFAULT_SAMPLER, seed=0)
+    return save_grid(images, path, nrow=per_prompt, parameters=parameters, labels=GRID_PROMPTS, upscale=2)
+
+
+def evaluate(model: Path, results: Path, device: str) -> dict:
+    pipeline = load_text_model(model, device)
+    world = ShapesWorldConfig.from_dict({**pipeline.spec.training.get("world", {}),
+                                         "resolution": pipeline.spec.resolution})
+
+    def generate(prompts, seed):
+        return pipeline.sample(len(prompts), prompt=prompts, guidance=DEFAULT_GUIDANCE, steps=DEFAULT_STEPS,
+                               sampler=DEFAULT_SAMPLER, seed=seed)[0]
+
+    start = time.perf_counter()
+    scores = run_benchmark(generate, n_per_prompt=8, seed=0, batch_size=128, config=world)
+    scores["settings"] = {"n_per_prompt": 8, "guidance": DEFAULT_GUIDANCE, "steps": DEFAULT_STEPS,
+                          "sampler": DEFAULT_SAMPLER, "device": device,
+                          "seconds": round(time.perf_counter() - start, 1)}
+    save_results(scores, results)
+    print(format_table(scores), flush=True)
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, default=Path("configs/shapes_t2i.json"))
+    parser.add_argument("--run", type=Path, default=Path("runs/shapes_t2i"))
+    parser.add_argument("--asset", type=Path, default=Path("noisecraft/assets/shapes_t2i"))
+    parser.add_argument("--results", type=Path, default=Path("benchmarks/shapes/results_shapes_t2i.json"))
+    parser.add_argument("--grid", type=Path, default=Path("docs/images/t2i_grid.png"))
+    parser.add_argument("--max-minutes", type=float, default=None, help="override train.max_minutes")
+    parser.add_argument("--skip-train", action="store_true", help="export/evaluate an existing run")
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    config = json.loads(args.config.read_text()) | {"out_dir": str(args.run)}
+    if args.max_minutes is not None:
+        config["train"] = config.get("train", {}) | {"max_minutes": args.max_minutes}
+    if not args.skip_train:
+        result = train(config, resume=latest_checkpoint(args.run) is not None, progress=False)
+        print(f"trained to step {result.step} in {result.wall_time:.0f} s ({result.reason}) on {device} "
+              f"({torch.cuda.get_device_name() if device == 'cuda' else platform.processor() or 'cpu'})", flush=True)
+    export_asset(args.run, args.asset)
+    print(f"exported to {args.asset} (step {read_config(args.asset)['step']})", flush=True)
+    make_grid(args.asset, args.grid, device=device)
+    evaluate(args.asset, args.results, device)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Text-to-image commands: ``noisecraft generate PROMPT`` and ``noisecraft eval shapes MODEL``.
+
+``register(app)`` adds them to the main typer app (``noisecraft.cli``). Without ``--model``, ``generate`` and
+``eval shapes`` use the checkpoint shipped in ``noisecraft/assets/shapes_t2i`` (trained on the shapes world).
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Optional
+
+import torch
+import typer
+
+SHIPPED_MODEL = "assets/shapes_t2i"
+DEFAULT_GUIDANCE = 3.0
+DEFAULT_STEPS = 24
+DEFAULT_SAMPLER = "heun"
+
+
+def shipped_model() -> Path:
+    """The folder of the text-to-image checkpoint that ships with the package."""
+    path = Path(str(resources.files("noisecraft") / SHIPPED_MODEL))
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"the shipped model is missing from {path}; reinstall noisecraft or pass --model")
+    return path
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def load_text_model(model: Optional[Path], device: str = "cpu"):
+    """The text-to-image pipeline of ``model`` (default: the shipped one), with its EMA weights when it has them
+    (the shipped folder holds only the EMA weights, as its ``model.safetensors``)."""
+    from noisecraft.api import load
+    from noisecraft.training.checkpoint import EMA_FILE, resolve_model_dir
+
+    folder = resolve_model_dir(model or shipped_model())
+    pipeline = load(folder, use_ema=(folder / EMA_FILE).is_file(), device=_device(device))
+    if getattr(pipeline, "spec", None) is None or pipeline.spec.text_encoder is None:
+        raise ValueError(f"{model} is not a text-to-image model (it has no text encoder); use `noisecraft sample`")
+    return pipeline
+
+
+def generate(
+    prompt: Annotated[str, typer.Argument(help='What to draw, e.g. "a red circle left of a blue square". Compose '
+                                               'concepts with AND, weight them with ":1.5", negate with ":-1".')],
+    model: Annotated[Optional[Path], typer.Option(help="Text-to-image model folder (default: the shipped shapes "
+                                                       "model).")] = None,
+    negative: Annotated[Optional[str], typer.Option(help="Negative prompt: replaces the unconditional branch of "
+                                                         "classifier-free guidance.")] = None,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (1 = plain conditional).")]
+    = DEFAULT_GUIDANCE,
+    steps: Annotated[int, typer.Option(help="Sampler steps.")] = DEFAULT_STEPS,
+    sampler: Annotated[str, typer.Option(help="heun, euler, dpmpp_2m, euler_ancestral, ddim, unipc, ...")]
+    = DEFAULT_SAMPLER,
+    schedule: Annotated[str, typer.Option(help="Sigma schedule: karras, exponential, vp, ...")] = "karras",
+    seed: Annotated[int, typer.Option(help="Seed; image i uses seed + i.")] = 0,
+    batch: Annotated[int, typer.Option("--batch", "-n", help="Number of images.")] = 4,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for PNGs (with their parameters) and the "
+                                                          "grid.")] = Path("outputs"),
+    init_image: Annotated[Optional[Path], typer.Option(help="img2img (SDEdit): start from this image.")] = None,
+    strength: Annotated[Optional[float], typer.Option(help="How much of --init-image to redo: 0 keeps it, 1 "
+                                                           "ignores it (default 0.6; 1 with --mask).")] = None,
+    mask: Annotated[Optional[Path], typer.Option(help="Inpainting mask for --init-image: white = regenerate, "
+                                                      "black = keep.")] = None,
+    resize: Annotated[bool, typer.Option(help="Scale and centre-crop --init-image/--mask to the model's size "
+                                              "instead of refusing other sizes.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+) -> None:
+    """Generate images from a text prompt (default model: shapes world, 32x32, runs in seconds on a CPU)."""
+    from noisecraft.images.io import load_image, load_mask
+    from noisecraft.text.encoders import validate_prompt
+
+    validate_prompt(prompt)  # before loading anything
+    pipeline = load_text_model(model, device)
+    spec = pipeline.spec
+    if mask is not None and init_image is None:
+        raise ValueError("--mask needs --init-image (the picture to inpaint)")
+    init = None if init_image is None else load_image(init_image, size=spec.resolution, channels=spec.channels,
+                                                      resize=resize, role="init image")
+    mask_tensor = None if mask is None else load_mask(mask, spec.resolution, resize=resize)
+    images, parameters = pipeline.sample(batch, prompt=prompt, negative_prompt=negative, guidance=guidance,
+                                         steps=steps, sampler=sampler, schedule=schedule, seed=seed,
+                                         init_image=init, strength=strength, mask=mask_tensor)
+    grid, files = pipeline.save(images, parameters, out, row_labels=None)
+    typer.echo(f"wrote {len(files)} images and {grid} ({parameters['seconds']:.1f} s, {parameters['nfe']} NFE)")
+
+
+eval_app = typer.Typer(help="Benchmarks of trained models.", no_args_is_help=True)
+
+
+@eval_app.command("shapes")
+def eval_shapes(
+    model: Annotated[Optional[Path], typer.Argument(help="Text-to-image model trained on the shapes world "
+                                                         "(default: the shipped one).")] = None,
+    n_per_prompt: Annotated[int, typer.Option(help="Images per benchmark prompt.")] = 8,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = DEFAULT_GUIDANCE,
+    steps: Annotated[int, typer.Option(help="Sampler steps.")] = DEFAULT_STEPS,
+    sampler: Annotated[str, typer.Option(help="Sampler name.")] = DEFAULT_SAMPLER,
+    seed: Annotated[int, typer.Option(help="Seed of the first batch (batch k uses seed + k).")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Images generated per batch.")] = 128,
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSON file for the scores.")] = Path("shapes_eval.json"),
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+) -> None:
+    """GenEval-style scores on the shapes world: per-category accuracy, held-out combinations, Frechet distance."""
+    from noisecraft.shapes.benchmark import format_table, run_benchmark, save_results
+    from noisecraft.shapes.world import ShapesWorldConfig
+
+    pipeline = load_text_model(model, device)
+    world = ShapesWorldConfig.from_dict({**pipeline.spec.training.get("world", {}),
+                                         "resolution": pipeline.spec.resolution})
+
+    def generate_batch(prompts: list[str], batch_seed: int) -> torch.Tensor:
+        images, _ = pipeline.sample(len(prompts), prompt=prompts, guidance=guidance, steps=steps, sampler=sampler,
+                                    seed=batch_seed)
+        return images
+
+    start = time.perf_counter()
+    results = run_benchmark(generate_batch, n_per_prompt=n_per_prompt, seed=seed, batch_size=batch_size,
+                            config=world)
+    results["settings"] = {"model": pipeline.source, "n_per_prompt": n_per_prompt, "guidance": guidance,
+                           "steps": steps, "sampler": sampler, "seed": seed, "device": str(pipeline.device),
+                           "seconds": round(time.perf_counter() - start, 1)}
+    typer.echo(format_table(results))
+    typer.echo(f"scores written to {save_results(results, out)}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``generate`` and the ``eval`` group (``eval shapes``) to ``app``."""
+    app.command("generate")(generate)
+    app.add_typer(eval_app, name="eval")
+
+
+if __name__ == "__main__":  # python -m noisecraft.images.cli_text ... (without the rest of the CLI)
+    standalone = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+    register(standalone)
+    standalone()

