@@ -9,6 +9,10 @@ its steps are the most that fit the budget. Two errors:
   eq. 1) from the same z, over the same sigma range [sigma_min, sigma_max] of DDPM's linear table.
 * all samplers (ODE and SDE): sliced Wasserstein-2 distance to fresh samples of the true mixture.
 
+noisecraft runs every sampler on four schedules (karras, exponential, vp and discrete = the DDPM table's own
+timesteps with trailing spacing); diffusers runs every scheduler with linspace and trailing timesteps and, where
+offered, Karras sigmas. The best configuration of each library per budget is compared.
+
 diffusers' schedulers are driven through their real set_timesteps / scale_model_input / step API with the same
 denoiser converted to an epsilon model (common.eps_model_from_denoiser). Before measuring, the conversion is checked:
 diffusers' DDIM, Euler and DPM-Solver++(2M) on their own sigmas must match noisecraft's ddim / euler / dpmpp_2m on
@@ -224,13 +228,15 @@ def write_report(saved: dict) -> str:
     lines += [f"check: {k}: {v:.2e}" for k, v in saved["checks"].items()]
     summary = [best_ratio(rows[b], int(b), metric) for metric in ("rmse", "sw") for b in rows]
     lines += ["", "### Summary: our best / diffusers' best", "",
-              markdown_table(summary, ["nfe", "metric", "ours", "ours_method", "diffusers", "diffusers_method", "ratio"])]
+              markdown_table(summary, ["nfe", "metric", "ours", "ours_method", "diffusers", "diffusers_method",
+                                       "ratio"])]
     for budget, budget_rows in rows.items():
         lines += ["", f"### NFE <= {budget}: best configuration per sampler", "",
                   markdown_table(family_table(budget_rows), ["library", "sampler", "kind", "NFE", "best RMSE",
                                                              "config (RMSE)", "best SW2", "config (SW2)"])]
     for budget, budget_rows in rows.items():
-        ordered = sorted(budget_rows, key=lambda r: (r["kind"], r[COLUMN["rmse"] if r["kind"] == "ODE" else COLUMN["sw"]]))
+        ordered = sorted(budget_rows,
+                         key=lambda r: (r["kind"], r[COLUMN["rmse"] if r["kind"] == "ODE" else COLUMN["sw"]]))
         lines += ["", f"### NFE <= {budget}: every configuration", "",
                   markdown_table(ordered, ["library", "method", "kind", "NFE", "RMSE vs ref", "SW2 vs data"])]
     return "\n".join(lines)
@@ -269,7 +275,7 @@ def save_plot(rows: dict, path, floor: float) -> None:
     fig.legend(handles, labels, loc="center right", fontsize=6.5)
     fig.tight_layout(rect=(0, 0, 0.8, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=70)
+    fig.savefig(path, dpi=64)
     plt.close(fig)
 
 

@@ -199,7 +199,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0, help="training wall-clock budget per system")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--num-samples", type=int, default=0, help="samples per system (0: as many as test images)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of every worker")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of every worker (1: a second thread mostly waits on a shared machine)")
     parser.add_argument("--out", type=Path, default=OUT_DIR / "time_to_quality")
     parser.add_argument("--reuse", action="store_true", help="evaluate existing runs in --out without training")
     parser.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)

@@ -197,7 +197,9 @@ def test_load_dataset_dispatch_and_errors(tmp_path):
     write_image(tmp_path / "a.png")
     assert isinstance(load_dataset(tmp_path, resolution=4), ImageFolderDataset)
     assert load_dataset("digits", resolution=8, split="test").shape == (1, 8, 8)
-    with pytest.raises(DataError, match="unknown dataset 'cifar': expected 'digits' or an image folder"):
+    assert len(load_dataset("digits:train")) + len(load_dataset("digits:test")) == len(load_dataset("digits"))
+    assert torch.equal(load_dataset("digits:test").images, digits_dataset(split="test").images)
+    with pytest.raises(DataError, match="unknown dataset 'cifar': expected 'digits', 'digits:train'"):
         load_dataset("cifar")
     with pytest.raises(TypeError, match="random_flip do not apply to dataset 'digits'"):
         load_dataset("digits", random_flip=True)

@@ -159,7 +159,8 @@ def test_callback_and_nfe(mixture, name):
     assert [info["sigma"] for info in infos] == pytest.approx(sigmas[:-1].tolist())
     assert [info["sigma_next"] for info in infos] == pytest.approx(sigmas[1:].tolist())
     assert torch.equal(infos[-1]["x"], out)
-    torch.testing.assert_close(out, infos[-1]["denoised"])  # the step to sigma = 0 returns the denoised estimate
+    if name != "lms":  # lms integrates its polynomial down to 0; the others end on the denoised estimate
+        torch.testing.assert_close(out, infos[-1]["denoised"])
 
 
 def test_nfe_and_registry():

@@ -42,7 +42,7 @@ def mixed_table(num_rows: int = 120, seed: int = 0) -> pd.DataFrame:
     })
 
 
-# --- reading ---------------------------------------------------------------------------------------------------------
+# --- reading --------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("content, message", [
@@ -81,7 +81,7 @@ def test_csv_and_parquet_round_trip(tmp_path):
         assert back.shape == frame.shape and list(back.columns) == list(frame.columns)
 
 
-# --- type inference and schema -----------------------------------------------------------------------------------------
+# --- type inference and schema --------------------------------------------------------------------------------------
 
 
 def test_inferred_kinds_and_warnings():
@@ -127,7 +127,7 @@ def test_schema_errors(tmp_path):
         TableCodec.fit(frame, infer_schema(frame, overrides={"x": {"kind": "continuous"}}))
 
 
-# --- transforms ---------------------------------------------------------------------------------------------------------
+# --- transforms -----------------------------------------------------------------------------------------------------
 
 
 def test_quantile_normal_is_an_exact_monotone_round_trip_with_point_masses():
@@ -207,7 +207,7 @@ def test_conditions_map_values_and_reject_unknowns():
         codec.condition("user_id", "u00001")
 
 
-# --- evaluation ---------------------------------------------------------------------------------------------------------
+# --- evaluation -----------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

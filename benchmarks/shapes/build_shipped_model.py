@@ -23,7 +23,7 @@ import torch
 
 from noisecraft.api import train
 from noisecraft.images.cli_text import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, load_text_model
-from noisecraft.images.io import save_grid
+from noisecraft.images.text2image import write_prompt_grid
 from noisecraft.shapes.benchmark import format_table, run_benchmark, save_results
 from noisecraft.shapes.world import ShapesWorldConfig
 from noisecraft.training.checkpoint import EMA_FILE, MODEL_FILE, latest_checkpoint, read_config
@@ -47,11 +47,8 @@ def export_asset(run: Path, asset: Path) -> Path:
 
 def make_grid(model: Path, path: Path, per_prompt: int = 8, device: str = "cpu") -> Path:
     """One row per prompt of ``GRID_PROMPTS`` (the last three are held-out combinations)."""
-    pipeline = load_text_model(model, device)
-    prompts = [p for p in GRID_PROMPTS for _ in range(per_prompt)]
-    images, parameters = pipeline.sample(len(prompts), prompt=prompts, guidance=DEFAULT_GUIDANCE,
-                                         steps=DEFAULT_STEPS, sampler=DEFAULT_SAMPLER, seed=0)
-    return save_grid(images, path, nrow=per_prompt, parameters=parameters, labels=GRID_PROMPTS, upscale=2)
+    return write_prompt_grid(load_text_model(model, device), GRID_PROMPTS, path, per_prompt=per_prompt,
+                             guidance=DEFAULT_GUIDANCE, steps=DEFAULT_STEPS, sampler=DEFAULT_SAMPLER)
 
 
 def evaluate(model: Path, results: Path, device: str) -> dict:

@@ -25,9 +25,9 @@ import torch
 
 from noisecraft.tabular import evaluate, fit, infer_schema
 from noisecraft.tabular.schema import CATEGORICAL_KINDS
-from noisecraft.tabular.transforms import TableCodec, _to_seconds
+from noisecraft.tabular.transforms import TableCodec, column_as_seconds
 
-from datasets import DATASETS, load_split  # noqa: E402 (script directory)
+from tables import DATASETS, load_split  # noqa: E402 (script directory)
 from summarize import write_results_md  # noqa: E402
 
 METHODS = ("noisecraft", "ctgan", "tvae")
@@ -46,7 +46,7 @@ def peer_table(train: pd.DataFrame, schema) -> tuple[pd.DataFrame, list[str]]:
             continue
         values = train[spec.name]
         if spec.kind not in CATEGORICAL_KINDS:
-            values = pd.Series(_to_seconds(values, spec) if spec.kind == "datetime" else values.astype(float))
+            values = pd.Series(column_as_seconds(values, spec) if spec.kind == "datetime" else values.astype(float))
             if values.isna().any():
                 columns[spec.name + NULL_SUFFIX] = values.isna()
                 discrete.append(spec.name + NULL_SUFFIX)
@@ -69,12 +69,13 @@ def restore_peer(sample: pd.DataFrame, schema, codec: TableCodec, seed: int) -> 
     return codec.decode(x_num, x_cat, rng=np.random.default_rng(seed))
 
 
-def fit_and_sample(method: str, train: pd.DataFrame, target: str, seed: int, args) -> tuple[pd.DataFrame, float, float]:
+def fit_and_sample(method: str, train: pd.DataFrame, target: str, seed: int, args,
+                   minutes: float | None) -> tuple[pd.DataFrame, float, float]:
     torch.manual_seed(seed)
     np.random.seed(seed)
     started = time.perf_counter()
     if method == "noisecraft":
-        model = fit(train, target=target, steps=args.steps, minutes=args.minutes, seed=seed, progress=False)
+        model = fit(train, target=target, steps=args.steps, minutes=minutes, seed=seed, progress=False)
         fitted = time.perf_counter()
         synthetic = model.sample(len(train), seed=seed)
         return synthetic, fitted - started, time.perf_counter() - fitted
@@ -97,7 +98,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=300, help="CTGAN / TVAE epochs (their default: 300)")
     parser.add_argument("--steps", type=int, default=None, help="noisecraft optimizer steps (default: its own)")
-    parser.add_argument("--minutes", type=float, default=None, help="noisecraft training budget per fit")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="noisecraft training budget per fit (default: the slower peer's fit time on the same "
+                             "dataset and seed when the peers ran first, else none)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for every method")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/tabular"))
     args = parser.parse_args()
@@ -109,8 +112,13 @@ def main() -> None:
         train, holdout, target = load_split(dataset)
         schema = infer_schema(train)
         for seed in args.seeds:
-            for method in args.methods:
-                synthetic, fit_seconds, sample_seconds = fit_and_sample(method, train, target, seed, args)
+            peer_seconds = []
+            for method in sorted(args.methods, key=lambda name: name == "noisecraft"):  # peers first
+                # Equal-time comparison: noisecraft stops at its default step count or at the slower peer's time.
+                minutes = args.minutes or ((0.9 * max(peer_seconds) - 2) / 60 if peer_seconds else None)  # setup
+                synthetic, fit_seconds, sample_seconds = fit_and_sample(method, train, target, seed, args, minutes)
+                if method != "noisecraft":
+                    peer_seconds.append(fit_seconds)
                 report = evaluate(train, synthetic, holdout=holdout, target=target, schema=schema, seed=seed)
                 record = {"dataset": dataset, "method": method, "seed": seed, "train_rows": len(train),
                           "fit_seconds": fit_seconds, "sample_seconds": sample_seconds, "report": report}

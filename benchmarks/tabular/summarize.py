@@ -18,7 +18,8 @@ COLUMNS = {  # column title -> (section, key, better)
     "trend err": ("fidelity", "column_pair_trends_error", "lower"),
     "detection AUC": ("detection", "auc", "closer to 0.5"),
     "closer-to-train": ("privacy", "closer_to_train_share", "closer to 0.5"),
-    "copies": ("privacy", "exact_copies", "lower"),
+    "copy share": ("privacy", "exact_copy_share", "as holdout"),
+    "holdout copy share": ("privacy", "holdout_exact_copy_share", "reference"),
 }
 
 
@@ -63,7 +64,10 @@ def write_results_md(results_path: Path, out_path: Path, *, command: dict) -> No
         "on the real training split. shape / trend err: 1 - SDMetrics Column Shapes / Column Pair Trends. "
         "detection AUC: the stronger of logistic regression and gradient boosting telling real from synthetic "
         "(0.5 ideal). closer-to-train: share of synthetic rows nearer to a training row than to a holdout row "
-        "(0.5 ideal). copies: synthetic rows identical to a training row. fit s: training wall-clock seconds.",
+        "(0.5 ideal). copy share: synthetic rows identical to a training row; holdout copy share: the same for real "
+        "holdout rows (what fresh data from the same distribution gives). fit s: training wall-clock seconds "
+        "(noisecraft stops at its default step count or when its training loop has run 90% of the slower peer's "
+        "fit time on the same seed, less 2 s for setup).",
         "",
         table(frame),
         "",

@@ -236,13 +236,11 @@ def sample_lms(
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = _denoise(denoiser, x, sigma)
-        if sigma_next == 0:
-            x = denoised
-        else:
-            derivatives = [to_d(x, sigma, denoised)] + derivatives[: order - 1]
-            nodes = [sigmas[i - j] for j in range(len(derivatives))]  # sigma_i, sigma_{i-1}, ...
-            coefficients = _lms_coefficients(nodes, sigma, sigma_next)
-            x = x + sum(c * d for c, d in zip(coefficients, derivatives))
+        # The last step to sigma = 0 is a multistep step too (x + d (0 - sigma) alone would just return `denoised`).
+        derivatives = [to_d(x, sigma, denoised)] + derivatives[: order - 1]
+        nodes = [sigmas[i - j] for j in range(len(derivatives))]  # sigma_i, sigma_{i-1}, ...
+        coefficients = _lms_coefficients(nodes, sigma, sigma_next)
+        x = x + sum(c * d for c, d in zip(coefficients, derivatives))
         _report(callback, i, x, sigma, sigma_next, denoised)
     return x
 

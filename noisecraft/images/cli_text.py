@@ -16,7 +16,7 @@ import typer
 
 SHIPPED_MODEL = "assets/shapes_t2i"
 DEFAULT_GUIDANCE = 3.0
-DEFAULT_STEPS = 24
+DEFAULT_STEPS = 12
 DEFAULT_SAMPLER = "heun"
 
 

@@ -236,14 +236,19 @@ def digits_dataset(resolution: int | None = 16, split: str = "all", seed: int = 
 
 
 def load_dataset(spec: str | os.PathLike, **options: Any) -> Dataset:
-    """``"digits"`` -> :func:`digits_dataset`; a directory -> :class:`ImageFolderDataset`. ``options`` go to it."""
-    if str(spec) == "digits":
+    """``"digits"`` (or ``"digits:train"`` / ``"digits:test"``) -> :func:`digits_dataset`; a directory ->
+    :class:`ImageFolderDataset`. ``options`` go to it."""
+    name, _, split = str(spec).partition(":")
+    if name == "digits" and split in ("", "all", "train", "test"):
         factory = digits_dataset
+        if split:
+            options = options | {"split": split}
     elif Path(spec).is_dir():
         factory = ImageFolderDataset
     else:
         raise DataError(
-            f"unknown dataset {str(spec)!r}: expected 'digits' or an image folder (no such directory: {spec})"
+            f"unknown dataset {str(spec)!r}: expected 'digits', 'digits:train', 'digits:test' or an image folder "
+            f"(no such directory: {spec})"
         )
     accepted = inspect.signature(factory).parameters
     unknown = sorted(set(options) - set(accepted) - {"root"})

@@ -99,7 +99,7 @@ class ImageDiffusionModel(nn.Module):
         device, padded to the longest prompt: the cross-attention condition of the U-Net."""
         if self.spec.text_encoder is None:
             raise ValueError("this model takes no text: it was not trained with a text encoder")
-        encoder = self.text_encoder or shared_text_encoder(self.spec.text_encoder)
+        encoder = self.text_encoder if self.text_encoder is not None else shared_text_encoder(self.spec.text_encoder)
         tokens, mask, _ = encoder.encode(prompts)
         device = self.net.conv_in.weight.device
         return tokens.to(device), mask.to(device)

@@ -70,3 +70,18 @@ def text_guided_denoiser(model: nn.Module, prompt: str | Sequence[str], n: int, 
         cond = {key: value.expand(n, *value.shape[1:]) for key, value in conds[0].items()}
         return (lambda x, sigma: model(x, sigma, **cond)), 1, record
     return composed_denoiser(model, conds, weights, uncond), 1 + len(conds), record
+
+
+def write_prompt_grid(pipeline, prompts: Sequence[str], path, *, per_prompt: int = 4, seed: int = 0,
+                      **sample_options):
+    """A grid PNG with one row of ``per_prompt`` images per prompt, labelled with the prompt; returns its path.
+
+    ``pipeline`` is a text-to-image :class:`~noisecraft.images.pipeline.ImagePipeline`; ``sample_options``
+    (guidance, steps, sampler, ...) go to its ``sample``. All rows are generated in one batch.
+    """
+    from noisecraft.images.io import save_grid
+
+    repeated = [p for p in prompts for _ in range(per_prompt)]
+    images, parameters = pipeline.sample(len(repeated), prompt=repeated, seed=seed, **sample_options)
+    return save_grid(images, path, nrow=per_prompt, parameters=parameters, labels=list(prompts),
+                     upscale=max(1, 64 // pipeline.spec.resolution))

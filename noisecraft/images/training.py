@@ -90,6 +90,9 @@ def build_text_encoder(config: ImageTrainConfig, dataset) -> TextEncoder | None:
     """
     if config.text_encoder is None:
         return None
+    if config.random_flip:
+        raise ValueError("random_flip mirrors images but not their captions ('left of' would become wrong); "
+                         "turn it off for text-to-image training")
     captions = getattr(dataset, "captions", None)
     if config.data != "shapes" and not captions:
         raise ValueError(f"text_encoder needs captions, but {config.data!r} has none: add a metadata.jsonl "

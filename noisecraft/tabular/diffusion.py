@@ -79,9 +79,9 @@ class TabularDenoiser(nn.Module):
 
     def forward(self, x: Tensor, sigma, *, tokens: Tensor, given: Tensor, x_given: Tensor) -> tuple[Tensor, Tensor]:
         sigma = batch_sigma(sigma, x)
-        c_skip, c_out, c_in, c_noise = (append_dims(c, 2) for c in self.precond.scalings(sigma))
-        F, logits = self.net((c_in * x).to(x.dtype), c_noise.reshape(-1), tokens=tokens, given=given,
-                             x_given=x_given)
+        c_skip, c_out, c_in, c_noise = self.precond.scalings(sigma)
+        c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in (c_skip, c_out, c_in))
+        F, logits = self.net((c_in * x).to(x.dtype), c_noise, tokens=tokens, given=given, x_given=x_given)
         return (c_skip * x + c_out * F).to(x.dtype), logits
 
 

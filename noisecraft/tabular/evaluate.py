@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from .io import as_frame
 from .schema import CATEGORICAL_KINDS, NUMERIC_KINDS, Schema, infer_schema
-from .transforms import _to_float
+from .transforms import column_as_float
 
 MAX_EVAL_ROWS = 20_000  # metrics are subsampled beyond this many rows to keep evaluation to seconds
 SDMETRICS_TYPES = {"continuous": "numerical", "integer": "numerical", "categorical": "categorical",
@@ -48,7 +48,7 @@ def _modelled(schema: Schema, exclude: tuple[str, ...] = ()) -> tuple[list[str],
 
 def _plain(frame: pd.DataFrame, schema: Schema, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
     """Numbers as floats (datetimes as seconds) and categories as text, the form every scikit-learn model takes."""
-    out = {name: _to_float(frame[name], schema[name]) for name in numeric}
+    out = {name: column_as_float(frame[name], schema[name]) for name in numeric}
     out.update({name: frame[name].astype(str).where(frame[name].notna(), "<missing>") for name in categorical})
     return pd.DataFrame(out, index=frame.index)
 
@@ -112,6 +112,13 @@ def detection(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, *, se
     return result
 
 
+def _labels(frame: pd.DataFrame, schema: Schema, target: str) -> pd.Series:
+    """Class labels as text (categorical targets) or numbers (numeric targets), one rule for all three tables."""
+    if schema[target].kind in CATEGORICAL_KINDS:
+        return frame[target].astype(str)
+    return pd.Series(column_as_float(frame[target], schema[target]), index=frame.index)
+
+
 def _task_models(task: str, seed: int) -> dict:
     if task == "regression":
         return {
@@ -148,25 +155,23 @@ def ml_efficiency(real: pd.DataFrame, synthetic: pd.DataFrame, holdout: pd.DataF
     numeric, categorical = _modelled(schema, exclude=(target,))
     holdout = holdout[holdout[target].notna()]
     if kind in CATEGORICAL_KINDS:
-        labels = lambda frame: frame[target].astype(str)  # noqa: E731 - one label rule for all three tables
-        classes = sorted(labels(real).unique())
+        classes = sorted(_labels(real, schema, target).unique())
         task = "binary" if len(classes) == 2 else "multiclass"
     else:
-        labels = lambda frame: pd.Series(_to_float(frame[target], schema[target]), index=frame.index)  # noqa: E731
         classes, task = [], "regression"
     metric = {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "r2"}[task]
     test_features = _plain(holdout, schema, numeric, categorical)
     result = {"task": task, "metric": metric, "models": {}}
     for source, frame in (("trtr", real), ("tstr", synthetic)):
         frame = _subsample(frame[frame[target].notna()], MAX_EVAL_ROWS, seed)
-        train_labels = labels(frame)
-        for name, model in _task_models("regression" if task == "regression" else "classification", seed).items():
+        train_labels = _labels(frame, schema, target)
+        for name, model in _task_models(task, seed).items():
             pipeline = make_pipeline(feature_encoder(numeric, categorical), model)
             if task != "regression" and train_labels.nunique() < 2:
                 score = 0.5 if task == "binary" else 0.0  # a one-class training set predicts nothing
             else:
                 pipeline.fit(_plain(frame, schema, numeric, categorical), train_labels)
-                score = _score(task, pipeline, test_features, labels(holdout), classes)
+                score = _score(task, pipeline, test_features, _labels(holdout, schema, target), classes)
             result["models"].setdefault(name, {})[source] = score
     for source in ("trtr", "tstr"):
         result[source] = float(np.mean([scores[source] for scores in result["models"].values()]))
@@ -185,7 +190,8 @@ def privacy(synthetic: pd.DataFrame, train: pd.DataFrame, schema: Schema, holdou
     synthetic_features = encoder.transform(_plain(synthetic, schema, numeric, categorical))
     distance_train = NearestNeighbors(n_neighbors=1).fit(train_features).kneighbors(synthetic_features)[0][:, 0]
     names = numeric + categorical
-    copies = synthetic[names].astype(str).merge(train[names].astype(str).drop_duplicates(), how="inner")
+    train_rows = train[names].astype(str).drop_duplicates()
+    copies = synthetic[names].astype(str).merge(train_rows, how="inner")
     result = {
         "dcr_train_median": float(np.median(distance_train)),
         "dcr_train_5th_percentile": float(np.percentile(distance_train, 5)),
@@ -202,6 +208,8 @@ def privacy(synthetic: pd.DataFrame, train: pd.DataFrame, schema: Schema, holdou
         to_holdout = NearestNeighbors(n_neighbors=1).fit(holdout_part).kneighbors(synthetic_features)[0][:, 0]
         closer = (to_train < to_holdout) + 0.5 * (to_train == to_holdout)  # ties count half
         result["dcr_holdout_median"] = float(np.median(to_holdout))
+        # Fresh real rows also repeat training rows when columns have few levels: the copy rate to expect.
+        result["holdout_exact_copy_share"] = float(len(holdout[names].astype(str).merge(train_rows)) / len(holdout))
         result["closer_to_train_share"] = float(closer.mean())
     return result
 

@@ -67,7 +67,7 @@ def _observed(codec: TableCodec, x_cat: np.ndarray) -> np.ndarray:
     observed = np.ones((len(x_cat), len(codec.numeric)), dtype=np.float32)
     for index, codec_num in enumerate(codec.numeric):
         if codec_num.has_missing:
-            observed[:, index] = 1 - x_cat[:, codec._missing_index(codec_num.name)]
+            observed[:, index] = 1 - x_cat[:, codec.missing_index(codec_num.name)]
     return observed
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .schema import CATEGORICAL_KINDS, NUMERIC_KINDS, Schema
-from .transforms import _to_float
+from .transforms import column_as_float
 
 # (section, key, label, ideal) rows of the printed summary.
 SUMMARY_ROWS = [
@@ -86,8 +86,8 @@ def plot_columns(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, pa
     figure, axes = plt.subplots(num_rows, num_cols, figsize=(4 * num_cols, 3 * num_rows), squeeze=False)
     for axis, column in zip(axes.flat, columns):
         if column.kind in NUMERIC_KINDS:
-            real_values = _to_float(real[column.name], column)
-            synthetic_values = _to_float(synthetic[column.name], column)
+            real_values = column_as_float(real[column.name], column)
+            synthetic_values = column_as_float(synthetic[column.name], column)
             finite = np.concatenate([real_values, synthetic_values])
             finite = finite[np.isfinite(finite)]
             bins = np.histogram_bin_edges(finite, bins=30) if len(finite) else 10

@@ -78,7 +78,7 @@ def _datetime_resolution(seconds: np.ndarray) -> str:
     return "second"
 
 
-def _to_seconds(series: pd.Series, spec: ColumnSpec) -> np.ndarray:
+def column_as_seconds(series: pd.Series, spec: ColumnSpec) -> np.ndarray:
     parsed = pd.to_datetime(series, format=spec.datetime_format, errors="coerce")
     bad = parsed.isna() & series.notna()
     if bad.any():
@@ -92,9 +92,9 @@ def _to_seconds(series: pd.Series, spec: ColumnSpec) -> np.ndarray:
     return ((parsed - EPOCH) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _to_float(series: pd.Series, spec: ColumnSpec) -> np.ndarray:
+def column_as_float(series: pd.Series, spec: ColumnSpec) -> np.ndarray:
     if spec.kind == "datetime":
-        return _to_seconds(series, spec)
+        return column_as_seconds(series, spec)
     numbers = pd.to_numeric(series, errors="coerce")
     bad = numbers.isna() & series.notna()
     if bad.any():
@@ -120,7 +120,7 @@ class NumericCodec:
 
     @classmethod
     def fit(cls, series: pd.Series, spec: ColumnSpec) -> NumericCodec:
-        values = _to_float(series, spec)
+        values = column_as_float(series, spec)
         present = values[np.isfinite(values)]
         unit_seconds = 1.0
         if spec.kind == "datetime":
@@ -139,7 +139,7 @@ class NumericCodec:
 
     def encode(self, series: pd.Series, spec: ColumnSpec) -> tuple[np.ndarray, np.ndarray]:
         """Normal scores (0 where missing: the missing token carries that row) and a 0/1 missing indicator."""
-        values = _to_float(series, spec) / self.unit_seconds
+        values = column_as_float(series, spec) / self.unit_seconds
         missing = np.isnan(values)
         scores = np.where(missing, 0.0, self.quantile.forward(np.where(missing, self.low, values)))
         return scores, missing.astype(np.int64)
@@ -307,7 +307,8 @@ class TableCodec:
     def category_sizes(self) -> list[int]:
         return [codec.num_tokens for codec in self.categorical]
 
-    def _missing_index(self, name: str) -> int | None:
+    def missing_index(self, name: str) -> int | None:
+        """Position in ``x_cat`` of numeric column ``name``'s present/missing token (None if never missing)."""
         for index, codec in enumerate(self.categorical):
             if codec.name == f"{name}:missing":
                 return index
@@ -322,8 +323,9 @@ class TableCodec:
         cat_index = {codec.name: index for index, codec in enumerate(self.categorical)}
         for index, codec in enumerate(self.numeric):
             series = frame[codec.name]
-            scores, missing = codec.encode(series.astype(object) if codec.name in self.category_dtypes else series,
-                                           self.schema[codec.name])
+            if codec.name in self.category_dtypes:  # a pandas category column of numbers: encode its values
+                series = series.astype(object)
+            scores, missing = codec.encode(series, self.schema[codec.name])
             x_num[:, index] = scores
             if codec.has_missing:
                 x_cat[:, cat_index[f"{codec.name}:missing"]] = missing
@@ -341,7 +343,7 @@ class TableCodec:
         for spec in self.schema.columns:
             if spec.name in numeric:
                 index, codec = numeric[spec.name]
-                missing_index = self._missing_index(spec.name)
+                missing_index = self.missing_index(spec.name)
                 missing = None if missing_index is None else x_cat[:, missing_index]
                 values = codec.decode(x_num[:, index].astype(np.float64), missing)
             elif spec.name in categorical:
@@ -366,14 +368,14 @@ class TableCodec:
                 return [("cat", index, codec.token_of_value(value))]
         for index, codec in enumerate(self.numeric):
             if codec.name == name:
-                number = _to_float(pd.Series([value], dtype=object), spec)[0]
+                number = column_as_float(pd.Series([value], dtype=object), spec)[0]
                 if not np.isfinite(number):
                     raise ValueError(f"column {name!r}: cannot condition on a missing value {value!r}")
                 low, high = codec.low * codec.unit_seconds, codec.high * codec.unit_seconds
                 if not low <= number <= high:
                     raise ValueError(f"column {name!r}: {value!r} lies outside the training range [{low}, {high}]")
                 fixed = [("num", index, codec.value_to_score(number))]
-                missing_index = self._missing_index(name)
+                missing_index = self.missing_index(name)
                 if missing_index is not None:
                     fixed.append(("cat", missing_index, 0))  # a given value means "present"
                 return fixed

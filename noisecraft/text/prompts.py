@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_AND = re.compile(r"\s+AND\s+")
+_AND = re.compile(r"(?<!\S)AND(?!\S)")  # the word AND, delimited by spaces or the ends
 # A trailing ":<number>" is a weight; any other colon belongs to the prompt text.
 _WEIGHT = re.compile(r"^(?P<text>.*?)\s*:\s*(?P<weight>[+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*$", re.DOTALL)
 
@@ -36,7 +36,7 @@ def parse_composition(prompt: str) -> list[Concept]:
     if not prompt.strip():
         raise ValueError('the prompt is empty; describe the image to generate, e.g. "a small red circle"')
     concepts = []
-    for part in _AND.split(f" {prompt.strip()} "):
+    for part in _AND.split(prompt.strip()):
         part = part.strip()
         match = _WEIGHT.match(part)
         text, weight = (match["text"].strip(), float(match["weight"])) if match else (part, 1.0)
