@@ -7,7 +7,7 @@ EXTRAS ?= dev,text,tabular
 # The CPU build of torch lies on this machine's disk; pinning it keeps pip from fetching a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: env demo test bench bench-samplers bench-digits bench-overhead clean
+.PHONY: env demo test bench bench-samplers bench-digits bench-overhead bench-tabular bench-shapes clean
 
 env: $(STAMP)
 
@@ -25,14 +25,26 @@ test: $(STAMP)
 
 bench: bench-samplers bench-overhead bench-digits
 
+# Peers live in their own venvs (benchmarks/setup_peers.sh), never in the package's dependencies.
 bench-samplers: $(STAMP)
-	$(BIN)/python benchmarks/sampler_accuracy.py
+	bash benchmarks/setup_peers.sh diffusers
+	benchmarks/.venv-diffusers/bin/python benchmarks/sampler_accuracy.py
 
 bench-overhead: $(STAMP)
-	$(BIN)/python benchmarks/sampling_overhead.py
+	bash benchmarks/setup_peers.sh diffusers
+	benchmarks/.venv-diffusers/bin/python benchmarks/sampling_overhead.py
 
 bench-digits: $(STAMP)
-	$(BIN)/python benchmarks/time_to_quality.py
+	bash benchmarks/setup_peers.sh all
+	$(BIN)/python benchmarks/time_to_quality.py --minutes 5
+
+# Peers (ctgan) live in their own venv; noisecraft's training time is capped at the slower peer's.
+bench-tabular: $(STAMP)
+	bash benchmarks/tabular/setup.sh
+	rm -f benchmarks/out/tabular/results.jsonl
+	benchmarks/.venv-tabular/bin/python benchmarks/tabular/run.py --datasets student_placements breast_cancer --seeds 0 1 2
+	benchmarks/.venv-tabular/bin/python benchmarks/tabular/run.py --datasets fair --seeds 0 1
+	$(BIN)/python benchmarks/tabular/memory_1m.py --minutes 1
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

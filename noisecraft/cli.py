@@ -23,6 +23,9 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADi
 def _register_subcommands() -> None:
     if any(group.name == "tabular" for group in app.registered_groups):
         return
+    from noisecraft.images.cli_text import register as register_text_to_image
+
+    register_text_to_image(app)  # generate, eval shapes
     try:
         from noisecraft.tabular.cli import app as tabular_app
     except ImportError as error:  # the tabular extra is optional

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(autouse=True, scope="session")
 def one_thread():
-    """Tiny tensors: on a shared 2-core machine thread hand-offs cost more than the math (up to 35x slower)."""
+    """`make test` runs two pytest workers on two cores; with torch's intra-op threads on top they spin against each
+    other (7-35x slower on small tensors). One thread per worker keeps both cores busy without contention."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -9,7 +9,6 @@ from torch.distributions import Categorical, MixtureSameFamily, MultivariateNorm
 from noisecraft.diffusion.gmm import GaussianMixture, random_mixture
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _mixture_1d() -> GaussianMixture:

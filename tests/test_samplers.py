@@ -19,7 +19,6 @@ STOCHASTIC = {
 }
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

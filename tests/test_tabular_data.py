@@ -17,15 +17,6 @@ from noisecraft.tabular.schema import TabularDataWarning, infer_schema
 from noisecraft.tabular.transforms import CategoricalCodec, QuantileNormal, TableCodec
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Several test processes share two cores; intra-op threads then spin against each other (7x slower here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def mixed_table(num_rows: int = 120, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     income = np.round(rng.lognormal(10, 0.5, num_rows), 2)

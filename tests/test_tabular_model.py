@@ -20,15 +20,6 @@ from noisecraft.tabular.net import TabularNet
 TINY_NET = {"width": 64, "depth": 2, "token_dim": 8, "noise_channels": 16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Several test processes share two cores; intra-op threads then spin against each other (7x slower here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_denoiser(num_numeric=2, category_sizes=(3, 5)) -> TabularDenoiser:
     torch.manual_seed(0)
     return TabularDenoiser(TabularNet(num_numeric, list(category_sizes), **TINY_NET))

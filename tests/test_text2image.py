@@ -1,7 +1,7 @@
 """Text-to-image: prompt composition, guidance algebra, SDEdit / inpainting, text-conditional training, bad input."""
 
 import json
-import math
+import re
 
 import pytest
 import torch
@@ -16,7 +16,7 @@ from noisecraft.diffusion.schedules import karras
 from noisecraft.images.cli_text import register
 from noisecraft.images.pipeline import ImageDiffusionModel, ImagePipeline, make_spec
 from noisecraft.images.text2image import text_guided_denoiser
-from noisecraft.images.training import build_diffusion, ImageTrainConfig
+from noisecraft.images.training import ImageTrainConfig, build_diffusion
 from noisecraft.nets.unet import unet_config
 from noisecraft.shapes.benchmark import render_prompts
 from noisecraft.shapes.world import export_shapes, vocabulary
@@ -301,6 +301,6 @@ def test_generate_command_and_its_file_errors(trained, tmp_path):
         result = runner.invoke(_cli(), ["generate", "a red circle", "--model", str(trained), "--steps", "2",
                                         "--out", str(tmp_path / "bad"), *options])
         assert isinstance(result.exception, error), (options, result.output)
-        assert __import__("re").search(message, str(result.exception)), str(result.exception)
+        assert re.search(message, str(result.exception)), str(result.exception)
     result = runner.invoke(_cli(), ["generate", " ", "--model", str(trained)])
     assert isinstance(result.exception, ValueError) and "prompt is empty" in str(result.exception)

@@ -33,15 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 HELPERS = REPO / "tests" / "helpers"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls are fastest, and reproducible, on one thread (the test machine's cores are shared)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def toy_config(**overrides) -> TrainConfig:
     settings = dict(steps=20, batch_size=8, lr=1e-2, warmup_steps=5, log_every=5, checkpoint_every=0,
                     ema_decay=0.9, seed=3)

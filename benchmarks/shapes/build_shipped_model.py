@@ -1,12 +1,14 @@
 """Train, export, benchmark and illustrate the text-to-image model that ships in noisecraft/assets/shapes_t2i.
 
-One command does everything (the run folder can be resumed; the export keeps only the EMA weights, in float16):
+One command does everything (defaults shown; an existing run folder is resumed):
 
     python benchmarks/shapes/build_shipped_model.py --config configs/shapes_t2i.json --run runs/shapes_t2i \
         --asset noisecraft/assets/shapes_t2i --results benchmarks/shapes/results_shapes_t2i.json \
         --grid docs/images/t2i_grid.png
 
-It uses the GPU when there is one. The benchmark is `noisecraft eval shapes` with its default settings.
+It trains for the config's ``train.max_minutes`` (``--max-minutes`` overrides it) on the GPU when there is one,
+exports the EMA weights in float16 as the asset, draws the prompt grid and runs the benchmark of
+``noisecraft eval shapes`` (8 images per prompt) with the CLI's default sampling settings.
 """
 
 from __future__ import annotations
