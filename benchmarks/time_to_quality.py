@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -186,7 +187,8 @@ def launch(system: str, folder: Path, run_dir: Path, minutes: float, num_samples
                                 "`bash benchmarks/setup_peers.sh` from the repository root.")
     command = [str(python), __file__, "--worker", system, "--data", str(folder), "--run-dir", str(run_dir),
                "--minutes", str(minutes), "--num-samples", str(num_samples), "--threads", str(threads)]
-    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(run_dir, ignore_errors=True)  # every run trains from scratch
+    run_dir.mkdir(parents=True)
     with open(run_dir / "log.txt", "w") as log:
         # Generous timeout: the budget plus setup and sampling; a hung worker must not hang the benchmark.
         completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=minutes * 60 + 1200)

@@ -14,7 +14,8 @@ import torch
 from noisecraft.cli import main as cli_main
 from noisecraft.diffusion.loss import LogNormalSigma
 from noisecraft.tabular import TabularModel, fit
-from noisecraft.tabular.diffusion import JointProcess, TabularDenoiser, joint_loss, sample_rows, unmask_step
+from noisecraft.diffusion.masked import unmask_step
+from noisecraft.tabular.diffusion import JointProcess, TabularDenoiser, joint_loss, sample_rows
 from noisecraft.tabular.net import TabularNet
 
 TINY_NET = {"width": 64, "depth": 2, "token_dim": 8, "noise_channels": 16}

@@ -17,7 +17,7 @@ from noisecraft.diffusion.loss import (
     denoising_loss,
     get_weighting,
 )
-from noisecraft.diffusion.masked import MaskSchedule, mask_tokens, masked_diffusion_loss, sample_masked
+from noisecraft.diffusion.masked import MaskSchedule, mask_tokens, masked_diffusion_loss, sample_masked, unmask_step
 from noisecraft.diffusion.precond import EDMPrecond, Precond, VPEpsPrecond, VPredPrecond
 from noisecraft.diffusion.samplers import (
     SAMPLERS,
@@ -55,6 +55,7 @@ __all__ = [
     "mask_tokens",
     "masked_diffusion_loss",
     "sample_masked",
+    "unmask_step",
     "EDMPrecond",
     "Precond",
     "VPEpsPrecond",

@@ -197,22 +197,46 @@ def sample_masked(
     times = torch.linspace(1, 0, steps + 1, device=x.device)
     for i in range(steps):
         t, s = times[i], times[i + 1]
-        masked = x == mask_id
-        if not masked.any():
+        if not (x == mask_id).any():
             break
-        log_probs = _token_log_probs(logits_fn(x, t.expand(x.shape[0])), x, mask_id)
-        tokens, confidence = _draw_tokens(log_probs, temperature, generator)
-        reveal_prob = (schedule.alpha(s) - schedule.alpha(t)) / (1 - schedule.alpha(t))
-        if strategy == "ancestral":
-            reveal = masked & (draw(torch.rand, x.shape, generator=generator, device=x.device) < reveal_prob)
-        elif strategy == "random":
-            reveal = _reveal_top(draw(torch.rand, x.shape, generator=generator, device=x.device), masked, reveal_prob)
-        else:
-            reveal = _reveal_top(confidence, masked, reveal_prob)
-        x = torch.where(reveal, tokens, x)
+        logits = logits_fn(x, t.expand(x.shape[0]))
+        x = unmask_step(logits, x, t=t, s=s, schedule=schedule, mask_id=mask_id, generator=generator,
+                        temperature=temperature, strategy=strategy)
         if callback is not None:
             callback({"i": i, "t": float(t), "s": float(s), "x": x})
     return x
+
+
+def unmask_step(
+    logits: Tensor,
+    x: Tensor,
+    *,
+    t: float | Tensor,
+    s: float | Tensor,
+    schedule: str | MaskSchedule,
+    mask_id: int,
+    generator: torch.Generator | None = None,
+    temperature: float = 1.0,
+    strategy: str = "ancestral",
+) -> Tensor:
+    """One reverse step t -> s < t given the model's `logits` at x_t (MDLM's ancestral update with SUBS).
+
+    Masked tokens are revealed with probability (alpha(s) - alpha(t)) / (1 - alpha(t)), chosen by `strategy` as in
+    `sample_masked`, with values drawn from p_theta(x0 | x_t); unmasked tokens are carried over. Modalities that step
+    tokens together with a continuous part (e.g. tables) call this inside their own joint loop.
+    """
+    schedule = as_mask_schedule(schedule)
+    masked = x == mask_id
+    tokens, confidence = _draw_tokens(_token_log_probs(logits, x, mask_id), temperature, generator)
+    alpha_t, alpha_s = schedule.alpha(torch.as_tensor(t)), schedule.alpha(torch.as_tensor(s))
+    reveal_prob = torch.where(alpha_t < 1, (alpha_s - alpha_t) / (1 - alpha_t).clamp(min=1e-12), 1.0)
+    if strategy == "ancestral":
+        reveal = masked & (draw(torch.rand, x.shape, generator=generator, device=x.device) < reveal_prob.to(x.device))
+    elif strategy == "random":
+        reveal = _reveal_top(draw(torch.rand, x.shape, generator=generator, device=x.device), masked, reveal_prob)
+    else:
+        reveal = _reveal_top(confidence, masked, reveal_prob)
+    return torch.where(reveal, tokens, x)
 
 
 def _draw_tokens(log_probs: Tensor, temperature: float, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:

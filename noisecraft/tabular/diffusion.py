@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from noisecraft.diffusion.loss import LogNormalSigma, denoising_loss, draw, get_weighting
-from noisecraft.diffusion.masked import _draw_tokens, _token_log_probs, as_mask_schedule, masked_diffusion_loss
+from noisecraft.diffusion.masked import masked_diffusion_loss, unmask_step
 from noisecraft.diffusion.precond import EDMPrecond, append_dims, batch_sigma
 from noisecraft.diffusion.samplers import get_sampler
 from noisecraft.diffusion.schedules import karras
@@ -133,18 +133,6 @@ def joint_loss(model: nn.Module, batch, generator: torch.Generator | None, *, pr
         logits_fn(x_cat, t)
         categorical = torch.zeros(batch_size, device=x_num.device)
     return categorical + predicted.get("numeric", 0.0)
-
-
-def unmask_step(logits: Tensor, tokens: Tensor, *, t: float, s: float, schedule: str, mask_id: int,
-                generator: torch.Generator | None, temperature: float = 1.0) -> Tensor:
-    """One MDLM ancestral step t -> s < t (Sahoo et al. 2024, Eq. 7 with SUBS): each masked token is revealed with
-    probability (alpha(s) - alpha(t)) / (1 - alpha(t)), its value drawn from p_theta(x0 | x_t); others are kept."""
-    alpha = as_mask_schedule(schedule).alpha
-    alpha_t, alpha_s = (alpha(torch.tensor(time, dtype=torch.float64)).item() for time in (t, s))
-    drawn, _ = _draw_tokens(_token_log_probs(logits, tokens, mask_id), temperature, generator)
-    reveal_prob = 1.0 if alpha_t >= 1 else (alpha_s - alpha_t) / (1 - alpha_t)
-    revealed = draw(torch.rand, tokens.shape, generator=generator, device=tokens.device) < reveal_prob
-    return torch.where((tokens == mask_id) & revealed, drawn, tokens)
 
 
 @torch.no_grad()
