@@ -16,8 +16,22 @@ DEMO_CONFIG = {
 }
 
 
+DEMO_PROMPTS = ["a large red circle", "two green triangles", "a blue square and a yellow circle",
+                "a red circle to the left of a blue square", "a purple square above a green circle"]
+
+
+def text_to_image_grid(out: Path) -> Path:
+    """One row of images per prompt from the shipped text-to-image model (seconds on a CPU)."""
+    from noisecraft.images.cli_text import load_text_model
+    from noisecraft.images.text2image import write_prompt_grid
+
+    return write_prompt_grid(load_text_model(None), DEMO_PROMPTS, out / "text_to_image.png", guidance=3.0,
+                             steps=12)
+
+
 def run_demo(out: str | Path, *, steps: int = 1500, guidance: float = 2.0) -> dict[str, Path]:
-    """Train (or resume) the demo model in ``out``, then write one row of samples per digit and a loss curve."""
+    """Train (or resume) the demo model in ``out``, then write one row of samples per digit and a loss curve, and a
+    grid of prompts drawn by the shipped text-to-image model."""
     from noisecraft.api import load, train
     from noisecraft.training.checkpoint import latest_checkpoint
 
@@ -32,8 +46,9 @@ def run_demo(out: str | Path, *, steps: int = 1500, guidance: float = 2.0) -> di
     images, parameters = pipeline.sample(len(labels), labels=labels, guidance=guidance, steps=24, sampler="heun",
                                          seed=0)
     grid, _ = pipeline.save(images, parameters, out / "samples_final", nrow=per_class, row_labels=names)
-    paths = {"grid": grid, "loss_curve": out / "loss.png", "model": out}
+    paths = {"grid": grid, "loss_curve": out / "loss.png", "model": out, "text_to_image": text_to_image_grid(out)}
     print(f"sample grid (one row per digit, guidance {guidance}): {grid}")
+    print(f"text-to-image with the shipped shapes model: {paths['text_to_image']}")
     print(f"loss curve: {paths['loss_curve']}")
     print(f"model folder: {out}  (try: noisecraft sample {out} --label 7 -n 8)")
     return paths
