@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -84,7 +85,8 @@ def train(
     settings["train"] = settings.get("train", {}) | {k: v for k, v in train_settings.items()
                                                       if not config or k in explicit}
     result = train_api(settings, resume=resume)
-    typer.echo(f"trained to step {result.step} in {result.wall_time:.0f} s ({result.reason}); model: {out}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        typer.echo(f"trained to step {result.step} in {result.wall_time:.0f} s ({result.reason}); model: {out}")
 
 
 @app.command()

@@ -132,3 +132,23 @@ def test_cli_skip_bad_trains_on_the_readable_images(tmp_path):
                      "--preset", "tiny", "--skip-bad", "--sample-every", 0)
     assert result.returncode == 0, result.stderr
     assert load(tmp_path / "run").spec.channels == 3
+
+
+def test_cli_train_under_torchrun_two_processes(tmp_path):
+    """`torchrun -m noisecraft.cli train` (gloo on CPU): both ranks train, rank 0 writes one loadable model."""
+    import os
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+         "-m", "noisecraft.cli", "train", "--data", "digits", "--preset", "tiny", "--resolution", "8", "--steps", "4",
+         "--batch-size", "4", "--out", str(out), "--checkpoint-every", "2", "--sample-every", "0"],
+        capture_output=True, text=True, timeout=240, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("trained to step 4") == 1  # rank 0 only
+    assert json.loads((out / "config.json").read_text())["step"] == 4
+    assert load(out).spec.resolution == 8

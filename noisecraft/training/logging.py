@@ -67,8 +67,12 @@ def smooth(values: Sequence[float], *, weight: float = 0.9) -> list[float]:
     return smoothed
 
 
-def plot_loss_curve(records: Iterable[dict[str, Any]], path: str | os.PathLike, *, smoothing: float = 0.9) -> Path:
+def plot_loss_curve(records: Iterable[dict[str, Any]], path: str | os.PathLike, *,
+                    smoothing: float | None = None) -> Path:
     """Write the loss against step (raw, faint, and smoothed) from log records that carry ``"loss"``.
+
+    ``smoothing=None`` picks the EMA weight from the number of points (a window of ~1/20 of the run), so a short
+    run's fast early drop is not drawn lagging by hundreds of steps.
 
     The PNG is written to a temporary file and moved into place, so a reader never sees half an image. The y-axis is
     logarithmic when every loss is positive, as diffusion losses span orders of magnitude early in training.
@@ -85,6 +89,8 @@ def plot_loss_curve(records: Iterable[dict[str, Any]], path: str | os.PathLike, 
     axes = figure.subplots()
     if points:
         steps, losses = zip(*points)
+        if smoothing is None:
+            smoothing = round(min(0.99, max(0.0, 1.0 - 20.0 / len(losses))), 2)
         axes.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=1, label="loss")
         axes.plot(steps, smooth(losses, weight=smoothing), color="tab:blue", linewidth=2,
                   label=f"smoothed ({smoothing})")
