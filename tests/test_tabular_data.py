@@ -8,7 +8,6 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from noisecraft.tabular.evaluate import evaluate
 from noisecraft.tabular.io import read_table, write_table

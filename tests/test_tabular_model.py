@@ -4,7 +4,6 @@ conditional sampling and the CLI."""
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd

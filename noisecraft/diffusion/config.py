@@ -26,6 +26,7 @@ from noisecraft.diffusion.loss import (
 from noisecraft.diffusion.precond import EDMPrecond, Precond, VPEpsPrecond, VPredPrecond, check_number
 from noisecraft.diffusion.schedules import get_schedule
 from noisecraft.diffusion.vp import VPSchedule
+from noisecraft.jsonconfig import from_dict
 
 PARAMETERIZATIONS = ("edm", "eps", "v")
 TRAIN_SIGMAS = ("lognormal", "vp_timestep", "loguniform")
@@ -178,13 +179,7 @@ class DiffusionConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DiffusionConfig":
-        if not isinstance(d, dict):
-            raise TypeError(f"expected a dict (as written by DiffusionConfig.to_dict()); got {type(d).__name__}.")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown DiffusionConfig keys {unknown}; valid keys: {sorted(known)}.")
-        return cls(**d)
+        return from_dict(cls, d)
 
 
 def _vp_preset(schedule: str) -> VPSchedule:

@@ -8,7 +8,7 @@ This layer only does what is specific to images: build the network from a JSON s
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +27,7 @@ from noisecraft.nets.unet import UNet2D, UNetConfig
 from noisecraft.text.encoders import TextEncoder, is_trainable, make_text_encoder, shared_text_encoder
 from noisecraft.training.checkpoint import load_weights, read_config, resolve_model_dir
 from noisecraft.training.distributed import unwrap_model
+from noisecraft.jsonconfig import from_dict
 
 MODEL_KIND = "image"
 
@@ -54,13 +55,9 @@ class ImageModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ImageModelSpec":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown image model keys {unknown}; valid keys are {sorted(known)}")
         if data.get("kind", MODEL_KIND) != MODEL_KIND:
             raise ValueError(f"this is a {data.get('kind')!r} model, not an image model")
-        return cls(**data)
+        return from_dict(cls, data, name="image model")
 
 
 class ImageDiffusionModel(nn.Module):

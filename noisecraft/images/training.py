@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from noisecraft.nets.unet import unet_config
 from noisecraft.shapes.world import ShapesDataset, ShapesWorldConfig, vocabulary
 from noisecraft.text.encoders import TextEncoder, make_text_encoder, shared_text_encoder
 from noisecraft.training.trainer import TrainConfig, Trainer, TrainResult
+from noisecraft.jsonconfig import from_dict
 
 # Image-model defaults where they differ from the generic TrainConfig: EDM's preconditioning trains stably at a
 # higher learning rate (EDM uses 1e-3 on CIFAR-10), which matters most for short CPU runs. The CLI shows the same.
@@ -50,11 +51,7 @@ class ImageTrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ImageTrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training config keys {unknown}; valid keys are {sorted(known)}")
-        return cls(**data)
+        return from_dict(cls, data, name="training config")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from noisecraft.jsonconfig import from_dict
 from torch import nn
 
 from .embeddings import FourierEmbedding, PositionalEmbedding
@@ -141,11 +142,7 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
-        valid = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - valid)
-        if unknown:
-            raise ValueError(f"unknown UNetConfig keys {unknown}; valid keys are {sorted(valid)}")
-        return cls(**data)
+        return from_dict(cls, data)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -26,7 +26,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ from noisecraft.training.distributed import (
 )
 from noisecraft.training.ema import ema_decay, make_ema, update_ema
 from noisecraft.training.logging import JsonlLogger, plot_loss_curve
+from noisecraft.jsonconfig import from_dict
 
 LossFn = Callable[[nn.Module, Any, torch.Generator], torch.Tensor]
 SampleFn = Callable[[nn.Module, int, Path], "Mapping[str, Any] | None"]
@@ -134,13 +135,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        if not isinstance(data, Mapping):
-            raise TypeError(f"TrainConfig.from_dict expects a mapping, got {type(data).__name__}")
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig keys {unknown}; valid keys are {sorted(known)}")
-        return cls(**data)
+        return from_dict(cls, data)
 
 
 @dataclass
