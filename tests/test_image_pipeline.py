@@ -37,6 +37,13 @@ def test_run_folder_is_a_loadable_model(tiny_run):
     assert pipeline.spec.resolution == 8 and pipeline.spec.channels == 1
 
 
+def test_digits_splits_train_through_the_api():
+    from noisecraft.images.training import ImageTrainConfig, build_dataset
+
+    assert len(build_dataset(ImageTrainConfig(data="digits:train"))) < len(build_dataset(ImageTrainConfig()))
+    assert build_dataset(ImageTrainConfig(data="digits:test"))[0]["image"].shape == (1, 16, 16)
+
+
 def test_sampling_is_deterministic_and_independent_of_batch_size(tiny_run):
     pipeline = load(tiny_run)
     a, params = pipeline.sample(3, labels=[1, 2, 3], steps=4, seed=11)

@@ -18,6 +18,7 @@ from noisecraft.shapes.world import ShapesDataset, ShapesWorldConfig, vocabulary
 from noisecraft.text.encoders import TextEncoder, make_text_encoder, shared_text_encoder
 from noisecraft.training.trainer import TrainConfig, Trainer, TrainResult
 from noisecraft.jsonconfig import from_dict
+from noisecraft.training.distributed import unwrap_model
 
 # Image-model defaults where they differ from the generic TrainConfig: EDM's preconditioning trains stably at a
 # higher learning rate (EDM uses 1e-3 on CIFAR-10), which matters most for short CPU runs. The CLI shows the same.
@@ -65,10 +66,10 @@ def build_dataset(config: ImageTrainConfig):
         return ShapesDataset(config.num_examples, seed=config.train.get("seed", 0), config=world)
     if config.world:
         raise ValueError(f"'world' settings only apply to data='shapes', not {config.data!r}")
-    if config.data == "digits":
+    if config.data.partition(":")[0] == "digits":  # "digits", "digits:train", "digits:test"
         if config.channels not in (None, 1):
             raise ValueError("the digits dataset is grey: use channels=1 (or leave it unset)")
-        return load_dataset("digits", resolution=config.resolution or 16)
+        return load_dataset(config.data, resolution=config.resolution or 16)
     return load_dataset(config.data, resolution=config.resolution, channels=config.channels or 3,
                         random_flip=config.random_flip, skip_bad=config.skip_bad)
 
@@ -115,7 +116,7 @@ def make_sample_hook(num_images_per_class: int = 8, steps: int = 32, prompts: li
     over time. Prompts are sampled with guidance 3, the usual text-to-image setting."""
 
     def sample_fn(ema_model: nn.Module, step: int, out_dir: Path) -> dict[str, Any]:
-        pipeline = ImagePipeline(_unwrap(ema_model), source=str(out_dir))
+        pipeline = ImagePipeline(unwrap_model(ema_model), source=str(out_dir))
         names = prompts or pipeline.spec.class_names
         repeated = [name for name in names for _ in range(num_images_per_class)] if names else None
         n = len(repeated) if repeated else 64
@@ -130,10 +131,6 @@ def make_sample_hook(num_images_per_class: int = 8, steps: int = 32, prompts: li
         return {"sample_grid": str(path)}
 
     return sample_fn
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
 
 
 def train_images(config: ImageTrainConfig | dict, *, resume: bool = False, progress: bool = True) -> TrainResult:
