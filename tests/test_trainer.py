@@ -281,6 +281,40 @@ def test_bf16_and_dict_batches(tmp_path):
     assert trainer.ema.net[0].weight.dtype == torch.float32
 
 
+def test_cache_on_device_gives_the_same_batches_and_weights(tmp_path):
+    class CaptionedRing(RingDataset):
+        def __getitem__(self, index):
+            return {"x0": self.points[index], "caption": f"point {index}"}
+
+    seen = []
+
+    def caption_loss(model, batch, generator):
+        seen.append(list(batch["caption"]))
+        return denoising_loss(model, batch["x0"], generator)
+
+    runs = {}
+    for cached in (False, True):
+        seen.clear()
+        torch.manual_seed(0)
+        trainer = Trainer(ToyDenoiser(), caption_loss, CaptionedRing(), toy_config(steps=7, cache_on_device=cached),
+                          tmp_path / str(cached), model_config=MODEL_CONFIG, progress=False, device="cpu")
+        trainer.fit()
+        runs[cached] = (trainer, [list(batch) for batch in seen])
+    assert runs[True][1] == runs[False][1]  # same captions in the same order, across the epoch boundary (7 x 8 > 40)
+    assert_same_weights(runs[True][0].model, runs[False][0].model)
+    # cache_on_device may change on resume: it changes speed only.
+    config = toy_config(steps=9, cache_on_device=False)
+    resumed = Trainer(ToyDenoiser(), caption_loss, CaptionedRing(), config, tmp_path / "True",
+                      model_config=MODEL_CONFIG, progress=False, device="cpu")
+    assert resumed.fit(resume=True).step == 9
+
+
+def test_cache_on_device_refuses_batches_it_cannot_index(tmp_path):
+    trainer = toy_trainer(tmp_path, toy_config(steps=2, cache_on_device=True))  # RingDataset: bare tensors
+    with pytest.raises(TypeError, match="cache_on_device needs batches that are dicts"):
+        trainer.fit()
+
+
 # --- separate processes: SIGKILL and SIGTERM ------------------------------------------------------------------------
 
 def launch(out_dir: Path, *args: str) -> subprocess.Popen:

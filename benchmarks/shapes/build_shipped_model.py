@@ -8,7 +8,9 @@ One command does everything (defaults shown; an existing run folder is resumed):
 
 It trains for the config's ``train.max_minutes`` (``--max-minutes`` overrides it) on the GPU when there is one,
 exports the EMA weights in float16 as the asset, draws the prompt grid and runs the benchmark of
-``noisecraft eval shapes`` (8 images per prompt) with the CLI's default sampling settings.
+``noisecraft eval shapes`` (8 images per prompt) with the CLI's default sampling settings. ``--guidance-sweep 2 3 5``
+also scores other guidance scales (16 images per prompt, seed 1, so that the choice of the CLI default is not made on
+the reported images).
 """
 
 from __future__ import annotations
@@ -53,23 +55,45 @@ def make_grid(model: Path, path: Path, per_prompt: int = 8, device: str = "cpu")
                              guidance=DEFAULT_GUIDANCE, steps=DEFAULT_STEPS, sampler=DEFAULT_SAMPLER)
 
 
-def evaluate(model: Path, results: Path, device: str) -> dict:
+def evaluate(model: Path, results: Path | None, device: str, *, guidance: float = DEFAULT_GUIDANCE,
+             n_per_prompt: int = 8, seed: int = 0) -> dict:
+    """The benchmark of ``noisecraft eval shapes`` with the CLI's steps and sampler at ``guidance``."""
     pipeline = load_text_model(model, device)
     world = ShapesWorldConfig.from_dict({**pipeline.spec.training.get("world", {}),
                                          "resolution": pipeline.spec.resolution})
 
     def generate(prompts, seed):
-        return pipeline.sample(len(prompts), prompt=prompts, guidance=DEFAULT_GUIDANCE, steps=DEFAULT_STEPS,
+        return pipeline.sample(len(prompts), prompt=prompts, guidance=guidance, steps=DEFAULT_STEPS,
                                sampler=DEFAULT_SAMPLER, seed=seed)[0]
 
     start = time.perf_counter()
-    scores = run_benchmark(generate, n_per_prompt=8, seed=0, batch_size=128, config=world)
-    scores["settings"] = {"n_per_prompt": 8, "guidance": DEFAULT_GUIDANCE, "steps": DEFAULT_STEPS,
+    scores = run_benchmark(generate, n_per_prompt=n_per_prompt, seed=seed, batch_size=128, config=world)
+    scores["settings"] = {"n_per_prompt": n_per_prompt, "seed": seed, "guidance": guidance, "steps": DEFAULT_STEPS,
                           "sampler": DEFAULT_SAMPLER, "device": device,
                           "seconds": round(time.perf_counter() - start, 1)}
-    save_results(scores, results)
+    if results is not None:
+        save_results(scores, results)
     print(format_table(scores), flush=True)
     return scores
+
+
+def guidance_sweep(model: Path, scales: list[float], path: Path, device: str) -> None:
+    """Overall / held-out / per-category scores at each guidance scale (16 images per prompt, seed 1)."""
+    rows = []
+    for scale in scales:
+        print(f"--- guidance {scale}", flush=True)
+        scores = evaluate(model, None, device, guidance=scale, n_per_prompt=16, seed=1)
+        rows.append({"guidance": scale, "overall": scores["overall"], "held_out": scores["held_out"],
+                     "categories": scores["categories"], "fd": scores.get("fd")})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def training_speed(run: Path) -> str:
+    """Median steps/s of the run's log (each record covers ``log_every`` steps)."""
+    rates = sorted(json.loads(line)["it_per_s"] for line in (run / "log.jsonl").read_text().splitlines()
+                   if '"it_per_s"' in line)
+    return f"{rates[len(rates) // 2]:.1f} steps/s (median of {len(rates)} log windows)" if rates else "no log"
 
 
 def main() -> None:
@@ -81,19 +105,30 @@ def main() -> None:
     parser.add_argument("--grid", type=Path, default=Path("docs/images/t2i_grid.png"))
     parser.add_argument("--max-minutes", type=float, default=None, help="override train.max_minutes")
     parser.add_argument("--skip-train", action="store_true", help="export/evaluate an existing run")
+    parser.add_argument("--skip-eval", action="store_true", help="stop after the export and the grid")
+    parser.add_argument("--guidance-sweep", type=float, nargs="*", default=[],
+                        help="also score these guidance scales (16 images per prompt, seed 1)")
+    parser.add_argument("--sweep-results", type=Path, default=Path("benchmarks/shapes/guidance_sweep.json"))
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest convolutions
     config = json.loads(args.config.read_text()) | {"out_dir": str(args.run)}
     if args.max_minutes is not None:
         config["train"] = config.get("train", {}) | {"max_minutes": args.max_minutes}
     if not args.skip_train:
         result = train(config, resume=latest_checkpoint(args.run) is not None, progress=False)
         print(f"trained to step {result.step} in {result.wall_time:.0f} s ({result.reason}) on {device} "
-              f"({torch.cuda.get_device_name() if device == 'cuda' else platform.processor() or 'cpu'})", flush=True)
+              f"({torch.cuda.get_device_name() if device == 'cuda' else platform.processor() or 'cpu'}); "
+              f"{training_speed(args.run)}", flush=True)
     export_asset(args.run, args.asset)
     print(f"exported to {args.asset} (step {read_config(args.asset)['step']})", flush=True)
     make_grid(args.asset, args.grid, device=device)
+    if args.skip_eval:
+        return
     evaluate(args.asset, args.results, device)
+    if args.guidance_sweep:
+        guidance_sweep(args.asset, args.guidance_sweep, args.sweep_results, device)
 
 
 if __name__ == "__main__":

@@ -54,11 +54,15 @@ def update_ema(ema: nn.Module, model: nn.Module, *, decay: float) -> None:
     if not 0.0 <= decay <= 1.0:
         raise ValueError(f"EMA decay must lie in [0, 1], got {decay}")
     ema_params = dict(ema.named_parameters())
+    targets, sources = [], []
     for name, param in model.named_parameters():
         if name not in ema_params:
             raise ValueError(f"EMA model has no parameter {name!r}; build it with make_ema(model) from this model")
-        # lerp_(x, w) computes ema + w * (x - ema) = (1 - w) * ema + w * x, i.e. the update above with w = 1 - decay.
-        ema_params[name].lerp_(param.detach().to(ema_params[name].dtype), 1.0 - decay)
+        targets.append(ema_params[name])
+        sources.append(param.detach().to(ema_params[name].dtype))
+    # lerp_(x, w) computes ema + w * (x - ema) = (1 - w) * ema + w * x, i.e. the update above with w = 1 - decay;
+    # the foreach form updates all tensors in a few kernel launches instead of one per parameter.
+    torch._foreach_lerp_(targets, sources, 1.0 - decay)
     ema_buffers = dict(ema.named_buffers())
     for name, buffer in model.named_buffers():
         ema_buffers[name].copy_(buffer)

@@ -6,11 +6,8 @@ clipping and accumulation, the EMA copy, bf16 autocast, deterministic resumable 
 logs and DDP. Randomness is reproducible: a resumed run produces bit-identical weights to an uninterrupted one (on
 CPU, for the same number of processes).
 
-Data order. The dataset is read as an endless stream: epoch ``e`` is the permutation drawn from
-``numpy.random.default_rng([seed, e])`` and the stream is the concatenation of epochs. The whole data position is then
-one integer, ``samples_seen``: its epoch is ``samples_seen // len(dataset)`` and its offset the remainder. Each
-micro-batch takes the next ``batch_size * world_size`` indices of the stream, and rank ``r`` keeps the ``r``-th
-``batch_size`` of them. One optimizer step therefore sees ``batch_size * grad_accum * world_size`` examples.
+Data order: a deterministic stream of epoch permutations whose position is one integer, ``samples_seen``
+(``noisecraft.training.data``). One optimizer step sees ``batch_size * grad_accum * world_size`` examples.
 """
 
 from __future__ import annotations
@@ -35,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import default_collate
 from tqdm.auto import tqdm
 
 from noisecraft.training.checkpoint import (
@@ -47,6 +44,7 @@ from noisecraft.training.checkpoint import (
     read_config,
     save_checkpoint,
 )
+from noisecraft.training.data import batch_stream, epoch_permutation, index_batches  # noqa: F401 (re-exported)
 from noisecraft.training.distributed import (
     DistributedContext,
     all_gather_objects,
@@ -65,7 +63,8 @@ SampleFn = Callable[[nn.Module, int, Path], "Mapping[str, Any] | None"]
 
 # Train-config fields that may change between a run and its resumption without breaking its exact continuation.
 RESUMABLE_CHANGES = frozenset(
-    {"steps", "max_minutes", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "num_workers"})
+    {"steps", "max_minutes", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "num_workers",
+     "cache_on_device"})
 
 
 @dataclass
@@ -90,6 +89,9 @@ class TrainConfig:
     bf16: bool = False  # torch.autocast(bfloat16) around loss_fn
     seed: int = 0
     num_workers: int = 0
+    # Read every example once and keep the collated data set on the training device (it must fit there): removes
+    # the per-step loading, rendering and host-to-device copy; same batches, same results.
+    cache_on_device: bool = False
     log_every: int = 50
     sample_every: int = 0
     checkpoint_every: int = 1000
@@ -103,7 +105,7 @@ class TrainConfig:
                         "sample_every", "checkpoint_every", "keep_checkpoints")),
             "a number": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
                          ("lr", "weight_decay", "ema_decay", "grad_clip", "max_minutes")),
-            "True or False": (lambda v: isinstance(v, bool), ("ema_warmup", "bf16")),
+            "True or False": (lambda v: isinstance(v, bool), ("ema_warmup", "bf16", "cache_on_device")),
         }
         for kind, (test, names) in checks.items():
             for name in names:
@@ -160,38 +162,6 @@ class NonFiniteLossError(FloatingPointError):
 def warmup_factor(step: int, *, warmup_steps: int) -> float:
     """Learning-rate multiplier of linear warm-up: ``min(1, (step + 1) / warmup_steps)`` for 0-based ``step``."""
     return 1.0 if warmup_steps == 0 else min(1.0, (step + 1) / warmup_steps)
-
-
-def epoch_permutation(num_items: int, *, seed: int, epoch: int) -> np.ndarray:
-    """Order of the dataset in ``epoch``: a pure function of ``(seed, epoch)``, so any position can be revisited."""
-    return np.random.default_rng([seed, epoch]).permutation(num_items)
-
-
-def index_batches(*, num_items: int, seed: int, start: int, batch_size: int, rank: int = 0,
-                  world_size: int = 1) -> Iterator[list[int]]:
-    """Endless per-rank batches of dataset indices from global stream position ``start`` (see module docstring)."""
-
-    def stream() -> Iterator[int]:
-        epoch, offset = divmod(start, num_items)
-        while True:
-            yield from epoch_permutation(num_items, seed=seed, epoch=epoch)[offset:].tolist()
-            epoch, offset = epoch + 1, 0
-
-    indices = stream()
-    while True:
-        global_batch = [next(indices) for _ in range(batch_size * world_size)]
-        yield global_batch[rank * batch_size:(rank + 1) * batch_size]
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, Mapping):
-        return {key: _to_device(value, device) for key, value in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        moved = [_to_device(value, device) for value in batch]
-        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)  # namedtuples unpack
-    return batch
 
 
 def _json_normalized(value: Any, *, what: str) -> Any:
@@ -402,18 +372,14 @@ class Trainer:
         config, started = self.config, time.monotonic()
         samples_seen = self._setup(context, resume=resume)
         model = wrap_model(self.model, context)
-        loader = DataLoader(self.dataset, collate_fn=self.collate_fn, num_workers=config.num_workers,
-                            pin_memory=context.device.type == "cuda",
-                            # its own generator: creating the iterator must not draw from the global torch RNG
-                            generator=torch.Generator().manual_seed(config.seed + context.rank),
-                            batch_sampler=index_batches(num_items=len(self.dataset), seed=config.seed,
-                                                        start=samples_seen, batch_size=config.batch_size,
-                                                        rank=context.rank, world_size=context.world_size))
+        batches = batch_stream(self.dataset, collate_fn=self.collate_fn, device=context.device, seed=config.seed,
+                               start=samples_seen, batch_size=config.batch_size, rank=context.rank,
+                               world_size=context.world_size, num_workers=config.num_workers,
+                               cache_on_device=config.cache_on_device, progress=self.progress and context.is_main)
         samples_per_step = config.batch_size * config.grad_accum * context.world_size
         saved_step = self.step if resume else None
         loss, reason = None, "completed"
         window_losses, window_start, window_step = [], time.monotonic(), self.step
-        batches = iter(loader)
         self._logger = JsonlLogger(self.log_path, resume_step=self.step if resume else None) \
             if context.is_main else None
         bar = tqdm(total=config.steps, initial=self.step, unit="step", dynamic_ncols=True,
@@ -482,7 +448,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=device)
         non_finite = torch.zeros((), device=device)
         for micro in range(config.grad_accum):
-            batch = _to_device(next(batches), device)
+            batch = next(batches)
             # Under DDP only the last micro-batch all-reduces gradients; the others accumulate locally.
             last = micro == config.grad_accum - 1
             sync = nullcontext() if last or not isinstance(model, DistributedDataParallel) else model.no_sync()
