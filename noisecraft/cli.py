@@ -58,6 +58,10 @@ def train(
     ema_decay: Annotated[float, typer.Option(help="EMA decay of the weights used for sampling.")] = 0.999,
     grad_accum: Annotated[int, typer.Option(help="Micro-batches accumulated per optimizer step.")] = 1,
     bf16: Annotated[bool, typer.Option(help="bf16 autocast for the forward pass.")] = False,
+    num_workers: Annotated[int, typer.Option(help="Data-loading worker processes (0: load in the training "
+                                                  "process).")] = 0,
+    cache_on_device: Annotated[bool, typer.Option(help="Read the data set once and keep it on the training device "
+                                                       "(it must fit there): no per-step loading.")] = False,
     max_minutes: Annotated[Optional[float], typer.Option(help="Stop (with a checkpoint) after this many "
                                                               "minutes.")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (0: only at the end).")] = 500,
@@ -80,7 +84,8 @@ def train(
         if not config or names.get(key, key) in explicit:
             settings[key] = value
     train_settings = dict(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, ema_decay=ema_decay,
-                          grad_accum=grad_accum, bf16=bf16, max_minutes=max_minutes, seed=seed,
+                          grad_accum=grad_accum, bf16=bf16, num_workers=num_workers,
+                          cache_on_device=cache_on_device, max_minutes=max_minutes, seed=seed,
                           checkpoint_every=checkpoint_every, sample_every=sample_every)
     settings["train"] = settings.get("train", {}) | {k: v for k, v in train_settings.items()
                                                       if not config or k in explicit}

@@ -106,7 +106,8 @@ def test_cli_sample_and_info(tiny_run, tmp_path):
 def test_cli_help_explains_every_option():
     result = run_cli("train", "--help")
     assert result.returncode == 0
-    for option in ("--data", "--resolution", "--steps", "--resume", "--skip-bad", "--bf16", "--max-minutes"):
+    for option in ("--data", "--resolution", "--steps", "--resume", "--skip-bad", "--bf16", "--max-minutes",
+                   "--num-workers", "--cache-on-device"):
         assert option in result.stdout
 
 
@@ -136,7 +137,7 @@ def test_cli_skip_bad_trains_on_the_readable_images(tmp_path):
         Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(folder / f"ok{i}.png")
     (folder / "bad.png").write_bytes(b"garbage")
     result = run_cli("train", "--data", folder, "--out", tmp_path / "run", "--steps", 2, "--batch-size", 2,
-                     "--preset", "tiny", "--skip-bad", "--sample-every", 0)
+                     "--preset", "tiny", "--skip-bad", "--sample-every", 0, "--cache-on-device")
     assert result.returncode == 0, result.stderr
     assert load(tmp_path / "run").spec.channels == 3
 

@@ -77,16 +77,16 @@ def evaluate(model: Path, results: Path | None, device: str, *, guidance: float 
     return scores
 
 
-def guidance_sweep(model: Path, scales: list[float], path: Path, device: str) -> None:
-    """Overall / held-out / per-category scores at each guidance scale (16 images per prompt, seed 1)."""
+def guidance_sweep(model: Path, scales: list[float], path: Path, device: str, n_per_prompt: int = 16) -> None:
+    """Overall / held-out / per-category scores at each guidance scale (seed 1: not the reported images)."""
     rows = []
     for scale in scales:
         print(f"--- guidance {scale}", flush=True)
-        scores = evaluate(model, None, device, guidance=scale, n_per_prompt=16, seed=1)
+        scores = evaluate(model, None, device, guidance=scale, n_per_prompt=n_per_prompt, seed=1)
         rows.append({"guidance": scale, "overall": scores["overall"], "held_out": scores["held_out"],
-                     "categories": scores["categories"], "fd": scores.get("fd")})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rows, indent=1) + "\n")
+                     "categories": scores["categories"], "fd": scores.get("fd"), "settings": scores["settings"]})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rows, indent=1) + "\n")  # after each scale: a cut-short sweep keeps its rows
 
 
 def training_speed(run: Path) -> str:
@@ -107,12 +107,17 @@ def main() -> None:
     parser.add_argument("--skip-train", action="store_true", help="export/evaluate an existing run")
     parser.add_argument("--skip-eval", action="store_true", help="stop after the export and the grid")
     parser.add_argument("--guidance-sweep", type=float, nargs="*", default=[],
-                        help="also score these guidance scales (16 images per prompt, seed 1)")
+                        help="also score these guidance scales (seed 1)")
+    parser.add_argument("--sweep-per-prompt", type=int, default=16, help="images per prompt in the sweep")
     parser.add_argument("--sweep-results", type=Path, default=Path("benchmarks/shapes/guidance_sweep.json"))
+    parser.add_argument("--sweep-only", action="store_true", help="only the guidance sweep of --asset as it is")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest convolutions
+    if args.sweep_only:
+        guidance_sweep(args.asset, args.guidance_sweep, args.sweep_results, device, args.sweep_per_prompt)
+        return
     config = json.loads(args.config.read_text()) | {"out_dir": str(args.run)}
     if args.max_minutes is not None:
         config["train"] = config.get("train", {}) | {"max_minutes": args.max_minutes}
@@ -128,7 +133,7 @@ def main() -> None:
         return
     evaluate(args.asset, args.results, device)
     if args.guidance_sweep:
-        guidance_sweep(args.asset, args.guidance_sweep, args.sweep_results, device)
+        guidance_sweep(args.asset, args.guidance_sweep, args.sweep_results, device, args.sweep_per_prompt)
 
 
 if __name__ == "__main__":
