@@ -65,7 +65,8 @@ class DeviceCache:
     """
 
     def __init__(self, dataset: Any, *, collate_fn: Callable, device: torch.device, num_workers: int = 0,
-                 chunk_size: int = 1024, progress: bool = False):
+                 chunk_size: int = 256, progress: bool = False):
+        # Modest chunks: worker processes hand them over through shared memory, which containers often keep small.
         loader = DataLoader(dataset, batch_size=chunk_size, shuffle=False, collate_fn=collate_fn,
                             num_workers=num_workers, generator=torch.Generator().manual_seed(0))  # not the global RNG
         chunks: dict[str, list] = {}
