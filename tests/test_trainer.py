@@ -302,6 +302,8 @@ def test_cache_on_device_gives_the_same_batches_and_weights(tmp_path):
         runs[cached] = (trainer, [list(batch) for batch in seen])
     assert runs[True][1] == runs[False][1]  # same captions in the same order, across the epoch boundary (7 x 8 > 40)
     assert_same_weights(runs[True][0].model, runs[False][0].model)
+    cached = [r for r in read_jsonl(tmp_path / "True" / "log.jsonl") if r["kind"] == "data_cache"]
+    assert len(cached) == 1 and cached[0]["examples"] == 40 and cached[0]["bytes"] == 40 * 2 * 4
     # cache_on_device may change on resume: it changes speed only.
     config = toy_config(steps=9, cache_on_device=False)
     resumed = Trainer(ToyDenoiser(), caption_loss, CaptionedRing(), config, tmp_path / "True",

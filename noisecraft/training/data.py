@@ -96,15 +96,12 @@ class DeviceCache:
 
 
 def batch_stream(dataset: Any, *, collate_fn: Callable, device: torch.device, seed: int, start: int, batch_size: int,
-                 rank: int, world_size: int, num_workers: int, cache_on_device: bool,
-                 progress: bool = False) -> Iterator[Any]:
-    """Endless batches of the resumable order above, on ``device``: from a :class:`DeviceCache` when
-    ``cache_on_device``, else from a ``DataLoader`` with ``num_workers`` worker processes."""
+                 rank: int, world_size: int, num_workers: int, cache: DeviceCache | None = None) -> Iterator[Any]:
+    """Endless batches of the resumable order above, on ``device``: from ``cache`` when given, else from a
+    ``DataLoader`` with ``num_workers`` worker processes."""
     indices = index_batches(num_items=len(dataset), seed=seed, start=start, batch_size=batch_size, rank=rank,
                             world_size=world_size)
-    if cache_on_device:
-        cache = DeviceCache(dataset, collate_fn=collate_fn, device=device, num_workers=num_workers,
-                            progress=progress)
+    if cache is not None:
         return (cache[batch] for batch in indices)
     loader = DataLoader(dataset, collate_fn=collate_fn, num_workers=num_workers, pin_memory=device.type == "cuda",
                         # its own generator: creating the iterator must not draw from the global torch RNG

@@ -44,7 +44,12 @@ from noisecraft.training.checkpoint import (
     read_config,
     save_checkpoint,
 )
-from noisecraft.training.data import batch_stream, epoch_permutation, index_batches  # noqa: F401 (re-exported)
+from noisecraft.training.data import (  # noqa: F401 (epoch_permutation, index_batches re-exported)
+    DeviceCache,
+    batch_stream,
+    epoch_permutation,
+    index_batches,
+)
 from noisecraft.training.distributed import (
     DistributedContext,
     all_gather_objects,
@@ -372,19 +377,20 @@ class Trainer:
         config, started = self.config, time.monotonic()
         samples_seen = self._setup(context, resume=resume)
         model = wrap_model(self.model, context)
-        batches = batch_stream(self.dataset, collate_fn=self.collate_fn, device=context.device, seed=config.seed,
-                               start=samples_seen, batch_size=config.batch_size, rank=context.rank,
-                               world_size=context.world_size, num_workers=config.num_workers,
-                               cache_on_device=config.cache_on_device, progress=self.progress and context.is_main)
         samples_per_step = config.batch_size * config.grad_accum * context.world_size
         saved_step = self.step if resume else None
         loss, reason = None, "completed"
-        window_losses, window_start, window_step = [], time.monotonic(), self.step
         self._logger = JsonlLogger(self.log_path, resume_step=self.step if resume else None) \
             if context.is_main else None
-        bar = tqdm(total=config.steps, initial=self.step, unit="step", dynamic_ncols=True,
-                   disable=not (self.progress and context.is_main))
+        batches, bar = None, tqdm(total=config.steps, initial=self.step, unit="step", dynamic_ncols=True,
+                                  disable=not (self.progress and context.is_main))
         try:
+            cache = self._cache_data(context) if config.cache_on_device else None
+            batches = batch_stream(self.dataset, collate_fn=self.collate_fn, device=context.device,
+                                   seed=config.seed, start=samples_seen, batch_size=config.batch_size,
+                                   rank=context.rank, world_size=context.world_size,
+                                   num_workers=config.num_workers, cache=cache)
+            window_losses, window_start, window_step = [], time.monotonic(), self.step
             with _StopSignals() as signals:
 
                 def stop_flags() -> tuple[bool, bool]:
@@ -436,6 +442,19 @@ class Trainer:
         return TrainResult(step=self.step, loss=loss, out_dir=self.out_dir, checkpoint=checkpoint,
                            log_path=self.log_path, wall_time=time.monotonic() - started,
                            interrupted=reason.startswith("signal"), reason=reason)
+
+    def _cache_data(self, context: DistributedContext) -> DeviceCache:
+        """The whole data set on the training device (``cache_on_device``); its size and time go to the log."""
+        start = time.monotonic()
+        cache = DeviceCache(self.dataset, collate_fn=self.collate_fn, device=context.device,
+                            num_workers=self.config.num_workers, progress=self.progress and context.is_main)
+        seconds = time.monotonic() - start
+        self._say(f"cached {cache.num_items} examples ({cache.nbytes() / 2**30:.2f} GiB) on {context.device} "
+                  f"in {seconds:.0f} s", context)
+        if self._logger is not None:
+            self._logger.log({"kind": "data_cache", "step": self.step, "examples": cache.num_items,
+                              "bytes": cache.nbytes(), "seconds": seconds})
+        return cache
 
     def _train_step(self, model: nn.Module, batches: Iterator, context: DistributedContext, *,
                     stop_flags: Callable[[], tuple[bool, bool]]) -> tuple[float, float, str | None]:
