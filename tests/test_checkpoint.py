@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
+import safetensors.torch
 import torch
 from helpers.trainer_toy import MODEL_CONFIG, ToyDenoiser
 
@@ -153,6 +155,11 @@ def test_load_weights_falls_back_to_raw_weights_without_ema(tmp_path):
     with pytest.warns(UserWarning, match="no ema.safetensors"):
         ckpt.load_weights(loaded, tmp_path, use_ema=True)
     assert_same_weights(loaded, model)
+    # A sampling-only export whose model.safetensors says it holds the EMA weights loads without a warning.
+    safetensors.torch.save_file(model.state_dict(), tmp_path / ckpt.MODEL_FILE, metadata={"weights": "ema"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ckpt.load_weights(ToyDenoiser(hidden=8), tmp_path, use_ema=True)
 
 
 def test_clear_errors(tmp_path):

@@ -259,14 +259,18 @@ def _load_tensors_into(module: nn.Module, tensors: dict[str, torch.Tensor], *, s
 def load_weights(model: nn.Module, path: str | os.PathLike, *, use_ema: bool = True, strict: bool = True) -> dict:
     """Load weights into ``model`` from a checkpoint directory or a training ``out_dir``; returns its config.
 
-    ``use_ema=True`` prefers ``ema.safetensors`` (the weights to sample with) and falls back, with a warning, to
-    ``model.safetensors`` when the folder has no EMA.
+    ``use_ema=True`` prefers ``ema.safetensors`` (the weights to sample with) and falls back to ``model.safetensors``
+    when the folder has no EMA, with a warning unless that file's metadata says it holds EMA weights
+    (``{"weights": "ema"}``, as in sampling-only exports such as the shipped text-to-image model).
     """
     folder = resolve_model_dir(path)
     weights = folder / (EMA_FILE if use_ema else MODEL_FILE)
     if use_ema and not weights.is_file():
-        warnings.warn(f"{folder} has no {EMA_FILE}; loading the raw weights from {MODEL_FILE}", stacklevel=2)
         weights = folder / MODEL_FILE
+        with safetensors.safe_open(weights, framework="pt") as handle:
+            holds_ema = (handle.metadata() or {}).get("weights") == "ema"
+        if not holds_ema:
+            warnings.warn(f"{folder} has no {EMA_FILE}; loading the raw weights from {MODEL_FILE}", stacklevel=2)
     _load_tensors_into(unwrap_model(model), safetensors.torch.load_file(weights), source=weights, strict=strict)
     return read_config(folder)
 
