@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -304,3 +305,17 @@ def test_generate_command_and_its_file_errors(trained, tmp_path):
         assert re.search(message, str(result.exception)), str(result.exception)
     result = runner.invoke(_cli(), ["generate", " ", "--model", str(trained)])
     assert isinstance(result.exception, ValueError) and "prompt is empty" in str(result.exception)
+
+
+@pytest.mark.parametrize("name", ["shapes_t2i.json", "shapes_t2i_cpu.json", "shapes_t2i_shipped.json"])
+def test_committed_configs_are_valid(name):
+    """The committed training recipes parse into every config they feed (image, trainer, shapes world)."""
+    from noisecraft.images.training import IMAGE_TRAIN_DEFAULTS, ImageTrainConfig
+    from noisecraft.nets.unet import unet_config
+    from noisecraft.shapes.world import ShapesWorldConfig
+    from noisecraft.training.trainer import TrainConfig
+
+    config = ImageTrainConfig.from_dict(json.loads((Path(__file__).parents[1] / "configs" / name).read_text()))
+    TrainConfig.from_dict(IMAGE_TRAIN_DEFAULTS | config.train)
+    ShapesWorldConfig.from_dict({"resolution": config.resolution, **config.world})
+    unet_config(config.preset, **config.unet | {"resolution": config.resolution}).validate()
