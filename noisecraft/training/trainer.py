@@ -438,7 +438,8 @@ class Trainer:
             plot_loss_curve(self._logger.records, self.out_dir / "loss.png")
         barrier(context)
         if reason != "completed":
-            self._say(f"stopped at step {self.step} ({reason}); resume with --resume (CLI) or fit(resume=True)", context)
+            self._say(f"stopped at step {self.step} ({reason}); resume with --resume (CLI) or fit(resume=True)",
+                      context)
         return TrainResult(step=self.step, loss=loss, out_dir=self.out_dir, checkpoint=checkpoint,
                            log_path=self.log_path, wall_time=time.monotonic() - started,
                            interrupted=reason.startswith("signal"), reason=reason)
