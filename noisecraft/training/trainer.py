@@ -15,10 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
-import signal
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -35,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import default_collate
 from tqdm.auto import tqdm
 
+from noisecraft.jsonconfig import from_dict
 from noisecraft.training.checkpoint import (
     CHECKPOINTS_DIR,
     checkpoint_name,
@@ -61,7 +59,8 @@ from noisecraft.training.distributed import (
 )
 from noisecraft.training.ema import ema_decay, make_ema, update_ema
 from noisecraft.training.logging import JsonlLogger, plot_loss_curve
-from noisecraft.jsonconfig import from_dict
+from noisecraft.training.rng import capture_rng, restore_rng
+from noisecraft.training.signals import StopSignals
 
 LossFn = Callable[[nn.Module, Any, torch.Generator], torch.Tensor]
 SampleFn = Callable[[nn.Module, int, Path], "Mapping[str, Any] | None"]
@@ -184,56 +183,6 @@ def _differing_keys(new: Any, old: Any, prefix: str = "") -> list[str]:
     return [] if new == old else [prefix.rstrip(".") or "<root>"]
 
 
-def _capture_rng(generator: torch.Generator) -> dict[str, Any]:
-    """This process's RNG states; numpy's key array goes in as a tensor so ``torch.load(weights_only=True)`` works."""
-    _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
-    state = {"generator": generator.get_state(), "torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}}
-    if generator.device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(generator.device)
-    return state
-
-
-def _restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    numpy_state = state["numpy"]
-    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"],
-                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
-    if "cuda" in state and generator.device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], generator.device)
-
-
-class _StopSignals:
-    """Turns SIGINT/SIGTERM into a request to stop after the current step; restores the previous handlers on exit.
-
-    A second SIGINT (Ctrl-C twice) aborts at once with ``KeyboardInterrupt``. Outside the main thread Python cannot
-    install handlers, so there signals keep their default behaviour.
-    """
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signal.Signals(signum).name
-        sys.stderr.write(f"\n{self.received} received: finishing the current step and saving a checkpoint\n")
-
-    def __exit__(self, *exc_info: Any) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
 class Trainer:
     """Trains ``model`` by minimising ``loss_fn`` over ``dataset``; see the module docstring for the data order.
 
@@ -343,7 +292,7 @@ class Trainer:
         restored = state["world_size"] == context.world_size
         if restored:
             try:
-                _restore_rng(state["rng"][context.rank], self.generator)
+                restore_rng(state["rng"][context.rank], self.generator)
             except RuntimeError:  # a generator state from another device type (e.g. a CPU run resumed on CUDA)
                 restored = False
         if not restored:
@@ -391,7 +340,7 @@ class Trainer:
                                    rank=context.rank, world_size=context.world_size,
                                    num_workers=config.num_workers, cache=cache)
             window_losses, window_start, window_step = [], time.monotonic(), self.step
-            with _StopSignals() as signals:
+            with StopSignals() as signals:
 
                 def stop_flags() -> tuple[bool, bool]:
                     """(signal received, time budget spent), read as late as possible within a step."""
@@ -520,7 +469,7 @@ class Trainer:
 
     def _save(self, context: DistributedContext, *, samples_seen: int, started: float) -> None:
         """Checkpoint on rank 0 with every rank's RNG state; all ranks wait until it is on disk."""
-        rng = all_gather_objects(_capture_rng(self.generator), context)
+        rng = all_gather_objects(capture_rng(self.generator), context)
         if context.is_main:
             training_state = {"samples_seen": samples_seen, "world_size": context.world_size, "rng": rng,
                               "wall_time": self._wall_time_before + time.monotonic() - started}
