@@ -48,6 +48,9 @@ def train(
     channels: Annotated[Optional[int], typer.Option(help="1 = grey, 3 = RGB (default: 1 for digits, 3 for "
                                                          "folders).")] = None,
     preset: Annotated[str, typer.Option(help="U-Net size: tiny (tests), small (CPU), base (GPU).")] = "small",
+    init_from: Annotated[Optional[Path], typer.Option(help="Fine-tune this model (model or run folder, e.g. "
+                                                           "noisecraft/assets/shapes_t2i): its network, text encoder "
+                                                           "and weights are the starting point.")] = None,
     parameterization: Annotated[str, typer.Option(help="edm (Karras et al. 2022), eps (DDPM noise prediction) or v "
                                                        "(v-prediction).")] = "edm",
     unconditional: Annotated[bool, typer.Option(help="Ignore class labels even if the data has them.")] = False,
@@ -78,7 +81,7 @@ def train(
     settings = _load_json(config) if config else {}
     flat = dict(data=data, out_dir=str(out), resolution=resolution, channels=channels, preset=preset,
                 parameterization=parameterization, conditional=not unconditional, random_flip=random_flip,
-                skip_bad=skip_bad)
+                skip_bad=skip_bad, init_from=str(init_from) if init_from else None)
     names = {"out_dir": "out", "conditional": "unconditional"}
     for key, value in flat.items():
         if not config or names.get(key, key) in explicit:

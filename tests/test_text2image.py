@@ -266,6 +266,53 @@ def test_minilm_stays_outside_the_trained_model(tmp_path):
     assert torch.isfinite(images).all()
 
 
+def test_fine_tuning_starts_from_the_source_model(trained, tmp_path):
+    from noisecraft.api import train
+    from safetensors.torch import load_file
+
+    out = tmp_path / "fine_tuned"
+    config = {"data": "shapes", "resolution": RESOLUTION, "num_examples": 16, "init_from": str(trained),
+              "diffusion": {"cond_drop_prob": 0.2},
+              "train": TINY_TRAIN["train"] | {"steps": 1, "lr": 1e-9, "warmup_steps": 0}}
+    train(config | {"out_dir": str(out)}, progress=False)
+    source = json.loads((trained / "config.json").read_text())["model_config"]
+    tuned = json.loads((out / "config.json").read_text())["model_config"]
+    assert tuned["unet"] == source["unet"] and tuned["text_encoder"] == source["text_encoder"]
+    assert tuned["diffusion"] == source["diffusion"] | {"cond_drop_prob": 0.2}
+    assert tuned["training"]["init_from"] == str(trained)
+    start, after = load_file(trained / "ema.safetensors"), load_file(out / "model.safetensors")
+    assert start.keys() == after.keys()
+    assert max((start[k] - after[k]).abs().max().item() for k in start) < 1e-6  # one step at lr 1e-9
+
+    with pytest.raises(ValueError, match="remove preset"):
+        train(config | {"out_dir": str(tmp_path / "a"), "preset": "base"}, progress=False)
+    with pytest.raises(ValueError, match=f"makes 3x{RESOLUTION}x{RESOLUTION} images .* pass --resolution"):
+        train(config | {"out_dir": str(tmp_path / "b"), "resolution": 2 * RESOLUTION}, progress=False)
+    export_shapes(tmp_path / "data", 4, seed=1)
+    (tmp_path / "data" / "metadata.jsonl").write_text("".join(
+        json.dumps({"file_name": f"{i:05d}.png", "text": f"a red zebra {i}"}) + "\n" for i in range(4)))
+    with pytest.warns(UserWarning, match=r"2 caption words are outside .* vocabulary .*: 0, zebra"):
+        train(config | {"data": str(tmp_path / "data"), "out_dir": str(tmp_path / "c")}, progress=False)
+
+
+def test_cli_train_init_from(trained, tmp_path, capsys):
+    from noisecraft.cli import main
+
+    def exit_code(*options):
+        try:
+            main(["train", "--init-from", str(trained), "--data", "shapes", "--steps", "1", "--batch-size", "2",
+                  "--checkpoint-every", "0", "--sample-every", "0", *options])
+        except SystemExit as exit_:
+            return exit_.code or 0
+        return 0
+
+    assert exit_code("--resolution", str(RESOLUTION), "--out", str(tmp_path / "run")) == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["model_config"]
+    assert saved["training"]["init_from"] == str(trained) and saved["resolution"] == RESOLUTION
+    assert exit_code("--out", str(tmp_path / "bad")) == 2  # shapes default 32 px, the model makes 16 px images
+    assert f"pass --resolution {RESOLUTION}" in capsys.readouterr().err
+
+
 def test_text_encoder_needs_captions(tmp_path):
     from noisecraft.api import train
 
@@ -307,7 +354,8 @@ def test_generate_command_and_its_file_errors(trained, tmp_path):
     assert isinstance(result.exception, ValueError) and "prompt is empty" in str(result.exception)
 
 
-@pytest.mark.parametrize("name", ["shapes_t2i.json", "shapes_t2i_cpu.json", "shapes_t2i_shipped.json"])
+@pytest.mark.parametrize("name", ["shapes_t2i.json", "shapes_t2i_cpu.json", "shapes_t2i_shipped.json",
+                                  "shapes_t2i_finetune_cpu.json"])
 def test_committed_configs_are_valid(name):
     """The committed training recipes parse into every config they feed (image, trainer, shapes world)."""
     from noisecraft.images.training import IMAGE_TRAIN_DEFAULTS, ImageTrainConfig

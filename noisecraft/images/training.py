@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,11 @@ from torch import nn
 
 from noisecraft.diffusion.config import DiffusionConfig
 from noisecraft.images.data import load_dataset
-from noisecraft.images.pipeline import ImageDiffusionModel, ImagePipeline, make_loss_fn, make_spec
+from noisecraft.images.pipeline import ImageDiffusionModel, ImageModelSpec, ImagePipeline, make_loss_fn, make_spec
 from noisecraft.nets.unet import unet_config
 from noisecraft.shapes.world import ShapesDataset, ShapesWorldConfig, vocabulary
-from noisecraft.text.encoders import TextEncoder, make_text_encoder, shared_text_encoder
+from noisecraft.text.encoders import TextEncoder, is_trainable, make_text_encoder, shared_text_encoder
+from noisecraft.training.checkpoint import load_weights, read_config
 from noisecraft.training.trainer import TrainConfig, Trainer, TrainResult
 from noisecraft.jsonconfig import from_dict
 from noisecraft.training.distributed import unwrap_model
@@ -49,6 +51,10 @@ class ImageTrainConfig:
     text_encoder: dict | None = None
     world: dict = field(default_factory=dict)       # data="shapes": ShapesWorldConfig fields (held-out sets, ...)
     num_examples: int = 200_000          # data="shapes": size of the data set, each example rendered on the fly
+    # Fine-tuning: start from this model's weights (a model folder, run folder or checkpoint; EMA weights when it has
+    # them). Its network, text encoder, resolution and noise parameterization are kept, so preset, unet,
+    # parameterization and text_encoder must be left unset; `diffusion` still overrides training-time fields.
+    init_from: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ImageTrainConfig":
@@ -133,29 +139,79 @@ def make_sample_hook(num_images_per_class: int = 8, steps: int = 32, prompts: li
     return sample_fn
 
 
-def train_images(config: ImageTrainConfig | dict, *, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train an image diffusion model; the run folder becomes a loadable model (``noisecraft.load(out_dir)``)."""
-    if isinstance(config, dict):
-        config = ImageTrainConfig.from_dict(config)
-    train_config = TrainConfig.from_dict(IMAGE_TRAIN_DEFAULTS | config.train)
-    dataset = build_dataset(config)
+def build_spec(config: ImageTrainConfig, dataset) -> tuple[ImageModelSpec, TextEncoder | None]:
+    """The model spec of a run (new, or that of ``config.init_from`` for fine-tuning) and its text encoder."""
     image_shape = tuple(dataset[0]["image"].shape)
     channels, resolution = image_shape[0], image_shape[-1]
     if image_shape[-1] != image_shape[-2]:
         raise ValueError(f"images must be square, got {image_shape[-2]}x{image_shape[-1]}; pass --resolution N to "
                          "resize and center-crop them")
+    # provenance; TrainConfig is stored beside model_config already and out_dir may move between runs
+    training = {k: v for k, v in config.to_dict().items() if k not in ("train", "out_dir", "text_encoder")}
+    if config.init_from is not None:
+        return _fine_tune_spec(config, dataset, channels, resolution, training)
     text_encoder = build_text_encoder(config, dataset) if config.conditional else None
     # A text-to-image model conditions on captions alone, even when the folders also give class labels.
     class_names = list(getattr(dataset, "class_names", []) or []) if config.conditional and not text_encoder else []
     unet = unet_config(config.preset, **config.unet)
     diffusion = build_diffusion(config, conditional=bool(class_names) or text_encoder is not None)
     spec = make_spec(resolution=resolution, channels=channels, class_names=class_names, unet=unet,
-                     diffusion=diffusion, data=config.data, text_encoder=text_encoder,
-                     # TrainConfig is stored beside model_config already; out_dir may move between runs.
-                     training={k: v for k, v in config.to_dict().items()
-                               if k not in ("train", "out_dir", "text_encoder")})
+                     diffusion=diffusion, data=config.data, text_encoder=text_encoder, training=training)
+    return spec, text_encoder
+
+
+def _fine_tune_spec(config: ImageTrainConfig, dataset, channels: int, resolution: int,
+                    training: dict) -> tuple[ImageModelSpec, TextEncoder | None]:
+    """The spec of ``config.init_from`` with this run's provenance, after checking the data fits that model."""
+    source = str(config.init_from)
+    defaults = ImageTrainConfig()
+    set_here = [name for name in ("preset", "unet", "parameterization", "text_encoder")
+                if getattr(config, name) != getattr(defaults, name)]
+    if set_here:
+        raise ValueError(f"init_from={source!r} keeps that model's network and text encoder; remove "
+                         f"{', '.join(set_here)} from the config (or train a new model without init_from)")
+    stored = read_config(source).get("model_config") or {}
+    spec = ImageModelSpec.from_dict(stored)
+    if (channels, resolution) != (spec.channels, spec.resolution):
+        raise ValueError(f"{source} makes {spec.channels}x{spec.resolution}x{spec.resolution} images but the data "
+                         f"gives {channels}x{resolution}x{resolution}; pass --resolution {spec.resolution}"
+                         + (f" and --channels {spec.channels}" if channels != spec.channels else ""))
+    captions = getattr(dataset, "captions", None) or []
+    if spec.text_encoder is None and config.data == "shapes" or spec.text_encoder is not None and \
+            config.data != "shapes" and not captions:
+        raise ValueError(f"{source} is {'a text-to-image' if spec.text_encoder else 'not a text-to-image'} model "
+                         f"but {config.data!r} {'has no captions' if spec.text_encoder else 'is captioned scenes'}")
+    data_classes = list(getattr(dataset, "class_names", []) or [])
+    if spec.class_names and spec.class_names != data_classes:
+        raise ValueError(f"{source} knows the classes {spec.class_names} but the data has {data_classes}; "
+                         "fine-tuning keeps the classes, so use folders with the same names")
+    text_encoder = None
+    if spec.text_encoder is not None:
+        text_encoder = (make_text_encoder(spec.text_encoder) if is_trainable(spec.text_encoder)
+                        else shared_text_encoder(spec.text_encoder))
+        vocab = set(spec.text_encoder.get("vocab") or [])
+        unknown = sorted({w for t in captions for w in re.findall(r"[a-z0-9]+", t.lower())} - vocab) if vocab else []
+        if unknown:
+            warnings.warn(f"{len(unknown)} caption words are outside {source}'s vocabulary and will read as <unk>: "
+                          f"{', '.join(unknown[:12])}{' ...' if len(unknown) > 12 else ''}", stacklevel=3)
+    diffusion = DiffusionConfig.from_dict(spec.diffusion | config.diffusion).to_dict()
+    return replace(spec, diffusion=diffusion, data=config.data, training=training), text_encoder
+
+
+def train_images(config: ImageTrainConfig | dict, *, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train an image diffusion model; the run folder becomes a loadable model (``noisecraft.load(out_dir)``).
+
+    With ``config.init_from`` the run fine-tunes that model: same network, its weights as the starting point.
+    """
+    if isinstance(config, dict):
+        config = ImageTrainConfig.from_dict(config)
+    train_config = TrainConfig.from_dict(IMAGE_TRAIN_DEFAULTS | config.train)
+    dataset = build_dataset(config)
+    spec, text_encoder = build_spec(config, dataset)
     torch.manual_seed(train_config.seed)  # network initialisation
     model = ImageDiffusionModel(spec)
+    if config.init_from is not None:
+        load_weights(model, config.init_from, use_ema=True)
     prompts = sorted({dataset[i]["caption"] for i in range(min(len(dataset), 6))}) if text_encoder else None
     trainer = Trainer(model, make_loss_fn(spec, random_flip=config.random_flip), dataset, train_config,
                       config.out_dir, model_config=spec.to_dict(),
