@@ -366,4 +366,8 @@ def test_committed_configs_are_valid(name):
     config = ImageTrainConfig.from_dict(json.loads((Path(__file__).parents[1] / "configs" / name).read_text()))
     TrainConfig.from_dict(IMAGE_TRAIN_DEFAULTS | config.train)
     ShapesWorldConfig.from_dict({"resolution": config.resolution, **config.world})
+    if config.init_from is not None:  # a fine-tuning recipe starts from a model of this repository
+        from noisecraft.training.checkpoint import read_config
+
+        assert read_config(Path(__file__).parents[1] / config.init_from)["model_config"]["resolution"] == 32
     unet_config(config.preset, **config.unet | {"resolution": config.resolution}).validate()
