@@ -6,9 +6,9 @@ One command does everything (defaults shown; an existing run folder is resumed):
         --asset noisecraft/assets/shapes_t2i --results benchmarks/shapes/results_shapes_t2i.json \
         --grid docs/images/t2i_grid.png
 
-Configs: ``configs/shapes_t2i_shipped.json`` is the recipe of the first stage of the shipped model (H200, 10 min,
-batch 256, from scratch); ``configs/shapes_t2i_finetune_cpu.json`` fine-tunes a model (``init_from``, by default the
-shipped one) on a 2-core CPU with more relation, pair and count scenes; ``configs/shapes_t2i.json`` (the default)
+Configs: ``configs/shapes_t2i_shipped.json`` is the exact recipe of the shipped model (H200, 10 min, batch 256,
+from scratch); ``configs/shapes_t2i_finetune_cpu.json`` fine-tunes a model (``init_from``, by default the shipped
+one) on a 2-core CPU with more relation, pair and count scenes (measured, no gain: see RESULTS.md); ``configs/shapes_t2i.json`` (the default)
 is the recipe for the next GPU run (continues the shipped model, data cached on the device, batch 512);
 ``configs/shapes_t2i_cpu.json`` a smaller U-Net trained from scratch in 70 CPU minutes. On a lent GPU machine,
 ``benchmarks/shapes/device_build.sh`` wraps this script in one call.
