@@ -284,6 +284,8 @@ def test_fine_tuning_starts_from_the_source_model(trained, tmp_path):
     assert start.keys() == after.keys()
     assert max((start[k] - after[k]).abs().max().item() for k in start) < 1e-6  # one step at lr 1e-9
 
+    with pytest.raises(ValueError, match="random_flip mirrors images but not their captions"):
+        train(config | {"out_dir": str(tmp_path / "f"), "random_flip": True}, progress=False)
     with pytest.raises(ValueError, match="remove preset"):
         train(config | {"out_dir": str(tmp_path / "a"), "preset": "base"}, progress=False)
     with pytest.raises(ValueError, match=f"makes 3x{RESOLUTION}x{RESOLUTION} images .* pass --resolution"):

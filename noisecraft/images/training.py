@@ -90,6 +90,17 @@ def build_diffusion(config: ImageTrainConfig, *, conditional: bool) -> Diffusion
     return DiffusionConfig.from_dict(base | config.diffusion)
 
 
+def caption_words(captions: list[str]) -> set[str]:
+    """The words of ``captions`` as the learned encoder splits them (lower-case runs of letters and digits)."""
+    return {word for text in captions for word in re.findall(r"[a-z0-9]+", text.lower())}
+
+
+def _refuse_flips_with_text(config: ImageTrainConfig) -> None:
+    if config.random_flip:
+        raise ValueError("random_flip mirrors images but not their captions ('left of' would become wrong); "
+                         "turn it off for text-to-image training")
+
+
 def build_text_encoder(config: ImageTrainConfig, dataset) -> TextEncoder | None:
     """The text encoder of ``config.text_encoder``, or None for label / unconditional models.
 
@@ -98,9 +109,7 @@ def build_text_encoder(config: ImageTrainConfig, dataset) -> TextEncoder | None:
     """
     if config.text_encoder is None:
         return None
-    if config.random_flip:
-        raise ValueError("random_flip mirrors images but not their captions ('left of' would become wrong); "
-                         "turn it off for text-to-image training")
+    _refuse_flips_with_text(config)
     captions = getattr(dataset, "captions", None)
     if config.data != "shapes" and not captions:
         raise ValueError(f"text_encoder needs captions, but {config.data!r} has none: add a metadata.jsonl "
@@ -110,8 +119,7 @@ def build_text_encoder(config: ImageTrainConfig, dataset) -> TextEncoder | None:
         if config.data == "shapes":
             spec.setdefault("vocab", list(vocabulary()))
         else:
-            words = sorted({w for text in captions for w in re.findall(r"[a-z0-9]+", text.lower())})
-            spec.setdefault("vocab", words)
+            spec.setdefault("vocab", sorted(caption_words(captions)))
             spec.setdefault("max_tokens", max(32, 2 + max(len(re.findall(r"[a-z0-9]+", t.lower())) for t in captions)))
         return make_text_encoder(spec)
     return shared_text_encoder(spec)
@@ -177,20 +185,23 @@ def _fine_tune_spec(config: ImageTrainConfig, dataset, channels: int, resolution
                          f"gives {channels}x{resolution}x{resolution}; pass --resolution {spec.resolution}"
                          + (f" and --channels {spec.channels}" if channels != spec.channels else ""))
     captions = getattr(dataset, "captions", None) or []
-    if spec.text_encoder is None and config.data == "shapes" or spec.text_encoder is not None and \
-            config.data != "shapes" and not captions:
-        raise ValueError(f"{source} is {'a text-to-image' if spec.text_encoder else 'not a text-to-image'} model "
-                         f"but {config.data!r} {'has no captions' if spec.text_encoder else 'is captioned scenes'}")
+    if spec.text_encoder is None and config.data == "shapes":
+        raise ValueError(f"{source} takes no text, but the shapes world trains text-to-image models; fine-tune a "
+                         "text-to-image model, or train a new one without init_from")
+    if spec.text_encoder is not None and config.data != "shapes" and not captions:
+        raise ValueError(f"{source} is a text-to-image model, but {config.data!r} has no captions: add a "
+                         'metadata.jsonl ({"file_name": ..., "text": ...} per line) or a .txt file next to each image')
     data_classes = list(getattr(dataset, "class_names", []) or [])
     if spec.class_names and spec.class_names != data_classes:
         raise ValueError(f"{source} knows the classes {spec.class_names} but the data has {data_classes}; "
                          "fine-tuning keeps the classes, so use folders with the same names")
     text_encoder = None
     if spec.text_encoder is not None:
+        _refuse_flips_with_text(config)
         text_encoder = (make_text_encoder(spec.text_encoder) if is_trainable(spec.text_encoder)
                         else shared_text_encoder(spec.text_encoder))
         vocab = set(spec.text_encoder.get("vocab") or [])
-        unknown = sorted({w for t in captions for w in re.findall(r"[a-z0-9]+", t.lower())} - vocab) if vocab else []
+        unknown = sorted(caption_words(captions) - vocab) if vocab else []
         if unknown:
             warnings.warn(f"{len(unknown)} caption words are outside {source}'s vocabulary and will read as <unk>: "
                           f"{', '.join(unknown[:12])}{' ...' if len(unknown) > 12 else ''}", stacklevel=3)
