@@ -117,6 +117,7 @@ def sample(
 ) -> None:
     """Generate images from a trained model; every PNG records its full parameters and seed."""
     from noisecraft.api import load
+    from noisecraft.images.cli_text import saved_message
 
     pipeline = load(model, use_ema=not no_ema)
     names = pipeline.spec.class_names
@@ -132,7 +133,7 @@ def sample(
     images, parameters = pipeline.sample(count, labels=labels, guidance=guidance, steps=steps, sampler=sampler,
                                          schedule=schedule, seed=seed, progress=_progress_bar(steps))
     grid, files = pipeline.save(images, parameters, out, nrow=nrow, row_labels=row_labels)
-    typer.echo(f"wrote {len(files)} images and {grid} ({parameters['seconds']:.1f} s, {parameters['nfe']} NFE)")
+    typer.echo(saved_message(files, grid, parameters))
 
 
 @app.command()
@@ -182,9 +183,17 @@ def _progress_bar(steps: int):
     return callback
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one ``warning: ...`` line for people, not Python's ``file:line: UserWarning`` form."""
+    typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point; user errors end with a one-line message and exit status 2, never a traceback."""
+    import warnings
+
     _register_subcommands()
+    warnings.showwarning = _show_warning
     try:
         app(args=argv)
     except USER_ERRORS as error:

@@ -2,6 +2,7 @@
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from noisecraft.diffusion.editing import inpainting_denoiser, sdedit_sigmas, sde
 from noisecraft.diffusion.guidance import guided_denoiser
 from noisecraft.diffusion.samplers import sample_euler, sample_heun
 from noisecraft.diffusion.schedules import karras
+from noisecraft.cli import main
 from noisecraft.images.cli_text import register
 from noisecraft.images.pipeline import ImageDiffusionModel, ImagePipeline, make_spec
 from noisecraft.images.text2image import text_guided_denoiser
@@ -206,6 +208,20 @@ def test_bad_input_gives_a_clear_error(pipeline, kwargs, message):
     assert "\n" not in str(error.value)
 
 
+def test_prompt_words_outside_the_vocabulary_are_named(pipeline):
+    encoder = LearnedTokenEncoder(["red", "circle"], dim=8, heads=2, layers=1)
+    assert encoder.unknown_words(["A red Zebra", "zebra circle 7"]) == ["a", "zebra", "7"]
+    with pytest.warns(UserWarning, match=r"does not know the words 'fluffy', 'cat': each .* <unk> .* knows \d+ "
+                                         r"words: .*circle"):
+        _, parameters = pipeline.sample(1, prompt="a fluffy red circle AND a cat:-1", negative_prompt="a cat",
+                                        steps=1, sampler="euler")
+    assert parameters["unknown_words"] == ["fluffy", "cat"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # known words: no warning
+        _, parameters = pipeline.sample(1, prompt="a red circle", steps=1, sampler="euler")
+    assert parameters["unknown_words"] == []
+
+
 # ---------------------------------------------------------------------------------------------- training and CLI
 
 
@@ -298,8 +314,6 @@ def test_fine_tuning_starts_from_the_source_model(trained, tmp_path):
 
 
 def test_cli_train_init_from(trained, tmp_path, capsys):
-    from noisecraft.cli import main
-
     def exit_code(*options):
         try:
             main(["train", "--init-from", str(trained), "--data", "shapes", "--steps", "1", "--batch-size", "2",
@@ -354,6 +368,15 @@ def test_generate_command_and_its_file_errors(trained, tmp_path):
         assert re.search(message, str(result.exception)), str(result.exception)
     result = runner.invoke(_cli(), ["generate", " ", "--model", str(trained)])
     assert isinstance(result.exception, ValueError) and "prompt is empty" in str(result.exception)
+
+
+def test_cli_warns_in_one_line_about_unknown_prompt_words(trained, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["generate", "a red zebra", "--model", str(trained), "--steps", "1", "-n", "1", "--out", str(tmp_path)])
+    assert stop.value.code == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith("warning: this model does not know the word 'zebra': it reaches")
+    assert "UserWarning" not in captured.err and "wrote 1 image and" in captured.out
 
 
 @pytest.mark.parametrize("name", ["shapes_t2i.json", "shapes_t2i_cpu.json", "shapes_t2i_shipped.json",

@@ -47,6 +47,12 @@ def load_text_model(model: Optional[Path], device: str = "cpu"):
     return pipeline
 
 
+def saved_message(files: list, grid: Path, parameters: dict) -> str:
+    """The line a sampling command ends with: what it wrote, how long it took, how many network evaluations."""
+    return (f"wrote {len(files)} image{'s' * (len(files) != 1)} and {grid} "
+            f"({parameters['seconds']:.1f} s, {parameters['nfe']} NFE)")
+
+
 def generate(
     prompt: Annotated[str, typer.Argument(help='What to draw, e.g. "a red circle left of a blue square". Compose '
                                                'concepts with AND, weight them with ":1.5", negate with ":-1".')],
@@ -89,7 +95,7 @@ def generate(
                                          steps=steps, sampler=sampler, schedule=schedule, seed=seed,
                                          init_image=init, strength=strength, mask=mask_tensor)
     grid, files = pipeline.save(images, parameters, out, row_labels=None)
-    typer.echo(f"wrote {len(files)} images and {grid} ({parameters['seconds']:.1f} s, {parameters['nfe']} NFE)")
+    typer.echo(saved_message(files, grid, parameters))
 
 
 eval_app = typer.Typer(help="Benchmarks of trained models.", no_args_is_help=True)

@@ -94,12 +94,18 @@ class ImageDiffusionModel(nn.Module):
     def encode_text(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         """``context [B, T, D]`` and ``context_mask [B, T]`` (True = real token) of ``prompts``, on the model's
         device, padded to the longest prompt: the cross-attention condition of the U-Net."""
-        if self.spec.text_encoder is None:
-            raise ValueError("this model takes no text: it was not trained with a text encoder")
-        encoder = self.text_encoder if self.text_encoder is not None else shared_text_encoder(self.spec.text_encoder)
-        tokens, mask, _ = encoder.encode(prompts)
+        tokens, mask, _ = self._text_encoder().encode(prompts)
         device = self.net.conv_in.weight.device
         return tokens.to(device), mask.to(device)
+
+    def unknown_words(self, prompts: list[str]) -> list[str]:
+        """Words of ``prompts`` that the text encoder cannot represent (outside a learned encoder's vocabulary)."""
+        return self._text_encoder().unknown_words(prompts)
+
+    def _text_encoder(self) -> TextEncoder:
+        if self.spec.text_encoder is None:
+            raise ValueError("this model takes no text: it was not trained with a text encoder")
+        return self.text_encoder if self.text_encoder is not None else shared_text_encoder(self.spec.text_encoder)
 
     def null_text(self, length: int) -> dict[str, Tensor]:
         """One example's "no text" condition of ``length`` tokens: a fully masked context, so the U-Net's

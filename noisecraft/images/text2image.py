@@ -14,6 +14,7 @@ Diffusion. One concept of weight 1 is therefore exactly classifier-free guidance
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Sequence
 
 from torch import Tensor, nn
@@ -47,12 +48,16 @@ def text_guided_denoiser(model: nn.Module, prompt: str | Sequence[str], n: int, 
 
     ``model`` is an :class:`~noisecraft.images.pipeline.ImageDiffusionModel` with a text encoder. Returns the
     denoiser, the number of network evaluations it makes per call (1 for the plain conditional model), and a
-    record of the concepts and weights for the image metadata.
+    record of the concepts, weights and unknown words for the image metadata. Words outside a learned encoder's
+    vocabulary give a warning that names them (they would otherwise be dropped silently, as ``<unk>``).
     """
     concepts = prompt_concepts(prompt, n)
     shared = isinstance(prompt, str)
     texts = [c.text for c in concepts] if shared else list(concepts)
     negative = [validate_prompt(negative_prompt)] if negative_prompt is not None else []
+    unknown = model.unknown_words(texts + negative)
+    if unknown:
+        warnings.warn(unknown_words_message(unknown, model.spec.text_encoder.get("vocab")), stacklevel=3)
     context, mask = model.encode_text(texts + negative)  # one padded batch: every condition has the same length
     if negative:
         uncond = {"context": context[-1:], "context_mask": mask[-1:]}
@@ -65,11 +70,21 @@ def text_guided_denoiser(model: nn.Module, prompt: str | Sequence[str], n: int, 
     else:
         conds, weights = [{"context": context, "context_mask": mask}], [guidance]
     record = {"concepts": [[c.text, c.weight] for c in concepts] if shared else None,
-              "negative_prompt": negative_prompt}
+              "negative_prompt": negative_prompt, "unknown_words": unknown}
     if weights == [1.0]:  # D_u + 1 (D_c - D_u) = D_c whatever D_u is: skip the unconditional evaluation
         cond = {key: value.expand(n, *value.shape[1:]) for key, value in conds[0].items()}
         return (lambda x, sigma: model(x, sigma, **cond)), 1, record
     return composed_denoiser(model, conds, weights, uncond), 1 + len(conds), record
+
+
+def unknown_words_message(unknown: Sequence[str], vocab: Sequence[str] | None = None) -> str:
+    """Warning text for prompt words a model cannot read, listing the words it knows (``vocab``) if given."""
+    plural = len(unknown) > 1
+    message = (f"this model does not know the word{'s' * plural} {', '.join(map(repr, unknown))}: "
+               f"{'each reaches' if plural else 'it reaches'} the model as the meaningless <unk> token")
+    if vocab:
+        message += f"; it knows {len(vocab)} words: {' '.join(vocab[:60])}{' ...' if len(vocab) > 60 else ''}"
+    return message
 
 
 def write_prompt_grid(pipeline, prompts: Sequence[str], path, *, per_prompt: int = 4, seed: int = 0,

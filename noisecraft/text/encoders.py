@@ -111,6 +111,12 @@ class TextEncoder(nn.Module):
     def forward(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.encode(prompts)
 
+    def unknown_words(self, prompts: Sequence[str]) -> list[str]:
+        """The distinct words of ``prompts`` this encoder cannot represent, in order of appearance: none for a
+        sub-word tokenizer (MiniLM's WordPiece spells any word); overridden by fixed-vocabulary encoders."""
+        _check_prompts(prompts)
+        return []
+
     def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
@@ -161,6 +167,11 @@ class LearnedTokenEncoder(TextEncoder):
                 raise self._too_long(prompt, len(ids))
             self._remember(prompt, ids)
         return ids
+
+    def unknown_words(self, prompts: Sequence[str]) -> list[str]:
+        """Words outside the vocabulary: they all become the one ``<unk>`` token, which carries no meaning."""
+        words = re.findall(r"[a-z0-9]+", " ".join(_check_prompts(prompts)).lower())
+        return list(dict.fromkeys(w for w in words if w not in self.index))
 
     def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ids = [torch.tensor(self.token_ids(p)) for p in prompts]
