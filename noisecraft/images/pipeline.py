@@ -94,8 +94,10 @@ class ImageDiffusionModel(nn.Module):
     def encode_text(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         """``context [B, T, D]`` and ``context_mask [B, T]`` (True = real token) of ``prompts``, on the model's
         device, padded to the longest prompt: the cross-attention condition of the U-Net."""
-        tokens, mask, _ = self._text_encoder().encode(prompts)
-        device = self.net.conv_in.weight.device
+        encoder, device = self._text_encoder(), self.net.conv_in.weight.device
+        if not encoder.trainable:  # the shared frozen encoder runs where the U-Net runs (a GPU, not the CPU)
+            encoder.to(device)
+        tokens, mask, _ = encoder.encode(prompts)
         return tokens.to(device), mask.to(device)
 
     def unknown_words(self, prompts: list[str]) -> list[str]:

@@ -150,12 +150,7 @@ class LearnedTokenEncoder(TextEncoder):
             raise ValueError(f"max_tokens must be at least 2 (<bos> and one word), got {max_tokens}")
         self.vocab, self.dim, self.max_tokens, self.layers, self.heads = words, dim, max_tokens, layers, heads
         self.index = {word: i for i, word in enumerate(list(self.SPECIAL) + words)}
-        # Token and position embeddings start at the same small scale (0.02, as in GPT-2): with nn.Embedding's
-        # N(0, 1) the words would swamp both the positions and what the attention layers add, and the output stays
-        # a bag of words in which "a red circle and a blue square" cannot say which colour goes with which shape
-        # (measured by benchmarks/shapes/text_context.py).
         self.embed = nn.Embedding(len(self.index), dim)
-        nn.init.normal_(self.embed.weight, std=0.02)
         self.position = nn.Parameter(torch.randn(max_tokens, dim) * 0.02)
         layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=4 * dim, dropout=0.0, batch_first=True,
                                            norm_first=True)
