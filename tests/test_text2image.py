@@ -387,8 +387,8 @@ def test_cli_warns_in_one_line_about_unknown_prompt_words(trained, tmp_path, cap
     assert "UserWarning" not in captured.err and "wrote 1 image and" in captured.out
 
 
-@pytest.mark.parametrize("name", ["shapes_t2i.json", "shapes_t2i_cpu.json", "shapes_t2i_shipped.json",
-                                  "shapes_t2i_finetune_cpu.json"])
+@pytest.mark.parametrize("name", ["shapes_t2i.json", "shapes_t2i_continue.json", "shapes_t2i_cpu.json",
+                                  "shapes_t2i_shipped.json", "shapes_t2i_finetune_cpu.json"])
 def test_committed_configs_are_valid(name):
     """The committed training recipes parse into every config they feed (image, trainer, shapes world)."""
     from noisecraft.images.training import IMAGE_TRAIN_DEFAULTS, ImageTrainConfig

@@ -8,8 +8,11 @@ One command does everything (defaults shown; an existing run folder is resumed):
 
 Configs: ``configs/shapes_t2i_shipped.json`` is the exact recipe of the shipped model (H200, 10 min, batch 256,
 from scratch); ``configs/shapes_t2i_finetune_cpu.json`` fine-tunes a model (``init_from``, by default the shipped
-one) on a 2-core CPU with more relation, pair and count scenes (measured, no gain: see RESULTS.md); ``configs/shapes_t2i.json`` (the default)
-is the recipe for the next GPU run (continues the shipped model, data cached on the device, batch 512);
+one) on a 2-core CPU with more relation, pair and count scenes (measured, no gain: see RESULTS.md);
+``configs/shapes_t2i.json`` (the default) is the recipe for the next GPU run: the shipped architecture trained from
+scratch with the frozen MiniLM text encoder (which learned much faster than the learned encoder in a CPU A/B, see
+RESULTS.md), data cached on the device, batch 512; ``configs/shapes_t2i_continue.json`` instead continues the
+shipped model (``init_from``);
 ``configs/shapes_t2i_cpu.json`` a smaller U-Net trained from scratch in 70 CPU minutes. On a lent GPU machine,
 ``benchmarks/shapes/device_build.sh`` wraps this script in one call.
 
