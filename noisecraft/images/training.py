@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -16,7 +15,8 @@ from noisecraft.images.data import load_dataset
 from noisecraft.images.pipeline import ImageDiffusionModel, ImageModelSpec, ImagePipeline, make_loss_fn, make_spec
 from noisecraft.nets.unet import unet_config
 from noisecraft.shapes.world import ShapesDataset, ShapesWorldConfig, vocabulary
-from noisecraft.text.encoders import TextEncoder, is_trainable, make_text_encoder, shared_text_encoder
+from noisecraft.text.encoders import (TextEncoder, is_trainable, make_text_encoder, shared_text_encoder,
+                                      split_words)
 from noisecraft.training.checkpoint import load_weights, read_config
 from noisecraft.training.trainer import TrainConfig, Trainer, TrainResult
 from noisecraft.jsonconfig import from_dict
@@ -92,7 +92,7 @@ def build_diffusion(config: ImageTrainConfig, *, conditional: bool) -> Diffusion
 
 def caption_words(captions: list[str]) -> set[str]:
     """The words of ``captions`` as the learned encoder splits them (lower-case runs of letters and digits)."""
-    return {word for text in captions for word in re.findall(r"[a-z0-9]+", text.lower())}
+    return {word for text in captions for word in split_words(text)}
 
 
 def _refuse_flips_with_text(config: ImageTrainConfig) -> None:
@@ -120,7 +120,7 @@ def build_text_encoder(config: ImageTrainConfig, dataset) -> TextEncoder | None:
             spec.setdefault("vocab", list(vocabulary()))
         else:
             spec.setdefault("vocab", sorted(caption_words(captions)))
-            spec.setdefault("max_tokens", max(32, 2 + max(len(re.findall(r"[a-z0-9]+", t.lower())) for t in captions)))
+            spec.setdefault("max_tokens", max(32, 2 + max(len(split_words(t)) for t in captions)))
         return make_text_encoder(spec)
     return shared_text_encoder(spec)
 

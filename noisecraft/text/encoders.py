@@ -49,6 +49,11 @@ def _check_prompts(prompts) -> list[str]:
     return prompts
 
 
+def split_words(text: str) -> list[str]:
+    """The words of ``text`` as the learned encoder reads them: lower-case runs of letters and digits."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
 def pad_tokens(sequences: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack ``[T_i, D]`` token sequences into ``tokens [B, T, D]`` (zero padded) and ``mask [B, T]`` (True = real)."""
     length = max(len(s) for s in sequences)
@@ -161,7 +166,7 @@ class LearnedTokenEncoder(TextEncoder):
         """``<bos>`` then one id per word (``<unk>`` outside the vocabulary)."""
         ids = self._recall(prompt)
         if ids is None:
-            words = re.findall(r"[a-z0-9]+", prompt.lower())
+            words = split_words(prompt)
             ids = [self.index["<bos>"]] + [self.index.get(w, self.index["<unk>"]) for w in words]
             if len(ids) > self.max_tokens:
                 raise self._too_long(prompt, len(ids))
@@ -170,7 +175,7 @@ class LearnedTokenEncoder(TextEncoder):
 
     def unknown_words(self, prompts: Sequence[str]) -> list[str]:
         """Words outside the vocabulary: they all become the one ``<unk>`` token, which carries no meaning."""
-        words = re.findall(r"[a-z0-9]+", " ".join(_check_prompts(prompts)).lower())
+        words = [word for prompt in _check_prompts(prompts) for word in split_words(prompt)]
         return list(dict.fromkeys(w for w in words if w not in self.index))
 
     def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
