@@ -193,9 +193,10 @@ def main(argv: list[str] | None = None) -> None:
     import warnings
 
     _register_subcommands()
-    warnings.showwarning = _show_warning
     try:
-        app(args=argv)
+        with warnings.catch_warnings():  # restores Python's printer when main() returns to a calling program
+            warnings.showwarning = _show_warning
+            app(args=argv)
     except USER_ERRORS as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)

@@ -11,11 +11,11 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
+from noisecraft.cli import main
 from noisecraft.diffusion.editing import inpainting_denoiser, sdedit_sigmas, sdedit_start
 from noisecraft.diffusion.guidance import guided_denoiser
 from noisecraft.diffusion.samplers import sample_euler, sample_heun
 from noisecraft.diffusion.schedules import karras
-from noisecraft.cli import main
 from noisecraft.images.cli_text import register
 from noisecraft.images.pipeline import ImageDiffusionModel, ImagePipeline, make_spec
 from noisecraft.images.text2image import text_guided_denoiser
