@@ -375,3 +375,29 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero(tmp_path):
     assert latest_checkpoint(tmp_path).name == f"step_{result['step']:08d}"
     assert json.loads((tmp_path / "config.json").read_text())["step"] == result["step"]
     assert np.isfinite(result["loss"])
+
+
+def test_compile_trains_like_eager_and_saves_plain_weights(tmp_path):
+    # torch.compile changes rounding only: the same run, compiled or not, ends within float tolerance, the
+    # checkpoint holds the plain module's keys, and a resume may switch compilation on or off.
+    runs, wrappers = {}, set()
+
+    def recording_loss(model, batch, generator):
+        wrappers.add(type(model).__name__)
+        return fixed_sigma_loss(model, batch, generator)
+
+    for compiled in (False, True):
+        wrappers.clear()
+        trainer = toy_trainer(tmp_path / str(compiled), toy_config(steps=6, checkpoint_every=3, compile=compiled),
+                              loss_fn=recording_loss, dropout=0.0)
+        trainer.fit()
+        runs[compiled] = trainer
+        assert wrappers == ({"OptimizedModule"} if compiled else {"ToyDenoiser"})
+    for a, b in zip(runs[False].model.parameters(), runs[True].model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    saved = ToyDenoiser(dropout=0.0)
+    load_weights(saved, tmp_path / "True", use_ema=False)  # strict: fails on "_orig_mod." keys
+    assert_same_weights(saved, runs[True].model)
+    resumed = toy_trainer(tmp_path / "True", toy_config(steps=8, checkpoint_every=3, compile=False),
+                          loss_fn=fixed_sigma_loss, dropout=0.0)
+    assert resumed.fit(resume=True).step == 8

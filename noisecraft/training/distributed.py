@@ -100,7 +100,9 @@ def wrap_model(model: nn.Module, context: DistributedContext) -> nn.Module:
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain module inside a DDP wrapper (state_dict keys without the ``module.`` prefix)."""
+    """The plain module inside torch.compile and DDP wrappers (state_dict keys without ``_orig_mod.`` or
+    ``module.`` prefixes)."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile's OptimizedModule
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 

@@ -65,10 +65,11 @@ from noisecraft.training.signals import StopSignals
 LossFn = Callable[[nn.Module, Any, torch.Generator], torch.Tensor]
 SampleFn = Callable[[nn.Module, int, Path], "Mapping[str, Any] | None"]
 
-# Train-config fields that may change between a run and its resumption without breaking its exact continuation.
+# Train-config fields that may change between a run and its resumption without changing what it computes
+# (``compile`` changes floating-point rounding only, so such a resume is exact up to rounding, not bit-identical).
 RESUMABLE_CHANGES = frozenset(
     {"steps", "max_minutes", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "num_workers",
-     "cache_on_device"})
+     "cache_on_device", "compile"})
 
 
 @dataclass
@@ -96,6 +97,9 @@ class TrainConfig:
     # Read every example once and keep the collated data set on the training device (it must fit there): removes
     # the per-step loading, rendering and host-to-device copy; same batches, same results.
     cache_on_device: bool = False
+    # torch.compile the model for the training forward and backward (faster after a one-off compilation of a few
+    # minutes; the saved weights, the EMA copy and sampling use the plain module).
+    compile: bool = False
     log_every: int = 50
     sample_every: int = 0
     checkpoint_every: int = 1000
@@ -109,7 +113,7 @@ class TrainConfig:
                         "sample_every", "checkpoint_every", "keep_checkpoints")),
             "a number": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
                          ("lr", "weight_decay", "ema_decay", "grad_clip", "max_minutes")),
-            "True or False": (lambda v: isinstance(v, bool), ("ema_warmup", "bf16", "cache_on_device")),
+            "True or False": (lambda v: isinstance(v, bool), ("ema_warmup", "bf16", "cache_on_device", "compile")),
         }
         for kind, (test, names) in checks.items():
             for name in names:
@@ -326,6 +330,9 @@ class Trainer:
         config, started = self.config, time.monotonic()
         samples_seen = self._setup(context, resume=resume)
         model = wrap_model(self.model, context)
+        if config.compile:
+            # Compiles on the first step (and once more if input shapes vary, which then become dynamic).
+            model = torch.compile(model)
         samples_per_step = config.batch_size * config.grad_accum * context.world_size
         saved_step = self.step if resume else None
         loss, reason = None, "completed"
@@ -420,7 +427,8 @@ class Trainer:
             batch = next(batches)
             # Under DDP only the last micro-batch all-reduces gradients; the others accumulate locally.
             last = micro == config.grad_accum - 1
-            sync = nullcontext() if last or not isinstance(model, DistributedDataParallel) else model.no_sync()
+            ddp = getattr(model, "_orig_mod", model)  # below torch.compile's wrapper, if any
+            sync = nullcontext() if last or not isinstance(ddp, DistributedDataParallel) else ddp.no_sync()
             with sync:
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=config.bf16):
                     losses = self.loss_fn(model, batch, self.generator)
