@@ -75,6 +75,10 @@ def test_saved_pngs_carry_parameters(tiny_run, tmp_path):
     assert meta["seed"] == 6 and meta["label"] == "1" and meta["steps"] == 2
     assert "Seed: 6" in Image.open(files[1]).text["parameters"]
     assert grid.is_file() and json.loads(files[0].with_suffix(".json").read_text())["seed"] == 5
+    # A class-conditional model sampled without labels uses the "no label" class: recorded as label None.
+    images, params = pipeline.sample(1, steps=2, seed=5)
+    _, files = pipeline.save(images, params, tmp_path / "unlabelled")
+    assert read_parameters(files[0])["label"] is None
 
 
 def run_cli(*args):
@@ -99,6 +103,8 @@ def test_cli_sample_and_info(tiny_run, tmp_path):
     result = run_cli("sample", tiny_run, "-n", 2, "--label", "all", "--steps", 2, "--out", tmp_path / "s")
     assert result.returncode == 0, result.stderr
     assert len(list((tmp_path / "s").glob("sample_0*.png"))) == 20
+    result = run_cli("sample", tiny_run, "-n", 1, "--steps", 2, "--out", tmp_path / "unlabelled")
+    assert result.returncode == 0, result.stderr
     info = run_cli("info", tiny_run)
     assert info.returncode == 0 and "kind: image" in info.stdout
 

@@ -321,7 +321,9 @@ class ImagePipeline:
         for i, image in enumerate(images):
             image_parameters = parameters | {"seed": parameters["seed"] + i, "index": i}
             if parameters.get("labels") is not None:
-                image_parameters["label"] = self.spec.class_names[parameters["labels"][i]]
+                index = parameters["labels"][i]  # == num_classes: the "no label" class (sampled unconditionally)
+                names = self.spec.class_names
+                image_parameters["label"] = names[index] if index < len(names) else None
             if isinstance(parameters.get("prompt"), list):
                 image_parameters["prompt"] = parameters["prompt"][i]
             files.append(save_png(image, out_dir / f"{prefix}_{i:04d}.png", image_parameters))
