@@ -58,6 +58,12 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Images per step and process.")] = 64,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (after warm-up).")] = 1e-3,
     warmup_steps: Annotated[int, typer.Option(help="Linear learning-rate warm-up steps.")] = 200,
+    lr_decay: Annotated[str, typer.Option(help="Learning-rate decay after warm-up: none, linear or cosine (to "
+                                               "lr x --lr-min-ratio at the last step).")] = "none",
+    lr_decay_steps: Annotated[int, typer.Option(help="Decay over the last N steps only (0: all steps after warm-up). "
+                                                     "With --resume and a larger --steps this cools down a "
+                                                     "constant-rate run.")] = 0,
+    lr_min_ratio: Annotated[float, typer.Option(help="Final learning rate as a fraction of --lr.")] = 0.0,
     ema_decay: Annotated[float, typer.Option(help="EMA decay of the weights used for sampling.")] = 0.999,
     grad_accum: Annotated[int, typer.Option(help="Micro-batches accumulated per optimizer step.")] = 1,
     bf16: Annotated[bool, typer.Option(help="bf16 autocast for the forward pass.")] = False,
@@ -90,7 +96,8 @@ def train(
     for key, value in flat.items():
         if not config or names.get(key, key) in explicit:
             settings[key] = value
-    train_settings = dict(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, ema_decay=ema_decay,
+    train_settings = dict(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, lr_decay=lr_decay,
+                          lr_decay_steps=lr_decay_steps, lr_min_ratio=lr_min_ratio, ema_decay=ema_decay,
                           grad_accum=grad_accum, bf16=bf16, num_workers=num_workers,
                           cache_on_device=cache_on_device, compile=compile_model, max_minutes=max_minutes, seed=seed,
                           checkpoint_every=checkpoint_every, sample_every=sample_every)

@@ -113,7 +113,8 @@ def test_cli_help_explains_every_option():
     result = run_cli("train", "--help")
     assert result.returncode == 0
     for option in ("--data", "--resolution", "--steps", "--resume", "--skip-bad", "--bf16", "--max-minutes",
-                   "--num-workers", "--cache-on-device"):
+                   "--num-workers", "--cache-on-device", "--compile", "--lr-decay", "--lr-decay-steps",
+                   "--lr-min-ratio"):
         assert option in result.stdout
 
 
@@ -143,9 +144,11 @@ def test_cli_skip_bad_trains_on_the_readable_images(tmp_path):
         Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(folder / f"ok{i}.png")
     (folder / "bad.png").write_bytes(b"garbage")
     result = run_cli("train", "--data", folder, "--out", tmp_path / "run", "--steps", 2, "--batch-size", 2,
-                     "--preset", "tiny", "--skip-bad", "--sample-every", 0, "--cache-on-device")
+                     "--preset", "tiny", "--skip-bad", "--sample-every", 0, "--cache-on-device", "--lr-decay", "cosine")
     assert result.returncode == 0, result.stderr
     assert load(tmp_path / "run").spec.channels == 3
+    train_config = json.loads((tmp_path / "run" / "config.json").read_text())["train_config"]
+    assert (train_config["lr_decay"], train_config["cache_on_device"]) == ("cosine", True)
 
 
 def test_cli_train_under_torchrun_two_processes(tmp_path):

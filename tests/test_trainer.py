@@ -27,7 +27,7 @@ from noisecraft.training import NonFiniteLossError, TrainConfig, Trainer, latest
 from noisecraft.training.distributed import launch_env
 from noisecraft.training.ema import ema_decay, make_ema, update_ema
 from noisecraft.training.logging import read_jsonl, smooth
-from noisecraft.training.trainer import epoch_permutation, index_batches, warmup_factor
+from noisecraft.training.trainer import epoch_permutation, index_batches, lr_factor, warmup_factor
 
 REPO = Path(__file__).resolve().parents[1]
 HELPERS = REPO / "tests" / "helpers"
@@ -68,6 +68,12 @@ def test_config_round_trip_and_validation():
         TrainConfig(ema_decay=1.0)
     with pytest.raises(ValueError, match="TrainConfig.betas"):
         TrainConfig(betas=(0.9,))
+    with pytest.raises(ValueError, match="TrainConfig.lr_decay must be one of none, linear, cosine, got 'step'"):
+        TrainConfig(lr_decay="step")
+    with pytest.raises(ValueError, match=r"lr_decay_steps \(20\) exceeds steps \(10\)"):
+        TrainConfig(steps=10, lr_decay="linear", lr_decay_steps=20)
+    with pytest.raises(ValueError, match="lr_min_ratio must lie in"):
+        TrainConfig(lr_min_ratio=1.5)
 
 
 def test_warmup_and_ema_schedules():
@@ -77,6 +83,42 @@ def test_warmup_and_ema_schedules():
     assert ema_decay(90, decay=0.999) == pytest.approx(91 / 100)
     assert ema_decay(10**6, decay=0.999) == 0.999
     assert ema_decay(0, decay=0.999, warmup=False) == 0.999
+
+
+def test_lr_decay_schedules():
+    def factors(**kwargs):
+        return [lr_factor(step, **kwargs) for step in range(kwargs["steps"])]
+
+    assert factors(steps=6, warmup_steps=2) == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]  # "none": warm-up only
+    # linear over everything after warm-up: 1 at the first post-warm-up step, 0 at the last step
+    assert factors(steps=6, warmup_steps=0, decay="linear") == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2, 0.0])
+    assert factors(steps=6, warmup_steps=2, decay="linear") == pytest.approx([0.5, 1.0, 0.75, 0.5, 0.25, 0.0])
+    # warmup-stable-decay: constant, then the last 3 steps go down to min_ratio
+    assert factors(steps=8, warmup_steps=0, decay="linear", decay_steps=3, min_ratio=0.1) == pytest.approx(
+        [1.0] * 6 + [0.55, 0.1])
+    cosine = factors(steps=5, warmup_steps=0, decay="cosine")
+    assert cosine == pytest.approx([1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 - math.cos(math.pi / 4)),
+                                    0.0])
+    assert lr_factor(0, steps=1, warmup_steps=0, decay="cosine") == 1.0  # a one-step run does not divide by zero
+
+
+def test_a_constant_run_cooled_down_on_resume_matches_the_planned_schedule(tmp_path):
+    # Warmup-stable-decay: train at a constant rate, then resume with a decay over the new last steps.
+    cooldown = dict(steps=20, lr_decay="linear", lr_decay_steps=10, lr_min_ratio=0.0)
+    planned = toy_trainer(tmp_path / "planned", toy_config(**cooldown))
+    planned.fit()
+    constant = toy_trainer(tmp_path / "constant", toy_config(steps=10, checkpoint_every=5))
+    constant.fit()
+    cooled = toy_trainer(tmp_path / "constant", toy_config(**cooldown, checkpoint_every=5))
+    result = cooled.fit(resume=True)
+    assert result.step == 20
+    assert_same_weights(cooled.model, planned.model)
+    # the log's lr is the one its last step used: step 15 is 0-based step 14, 4/9 of the way from 10 to 19
+    lrs = {record["step"]: record["lr"] for record in read_jsonl(result.log_path)}
+    assert lrs[10] == pytest.approx(1e-2) and lrs[15] == pytest.approx(1e-2 * 5 / 9) and lrs[20] == 0.0
+    never_cooled = toy_trainer(tmp_path / "straight", toy_config(steps=20))
+    never_cooled.fit()
+    assert not torch.equal(never_cooled.model.net[0].weight, cooled.model.net[0].weight)
 
 
 def test_update_ema_is_the_exponential_moving_average():

@@ -65,11 +65,13 @@ from noisecraft.training.signals import StopSignals
 LossFn = Callable[[nn.Module, Any, torch.Generator], torch.Tensor]
 SampleFn = Callable[[nn.Module, int, Path], "Mapping[str, Any] | None"]
 
-# Train-config fields that may change between a run and its resumption without changing what it computes
-# (``compile`` changes floating-point rounding only, so such a resume is exact up to rounding, not bit-identical).
+# Train-config fields that may change between a run and its resumption without changing the steps already taken
+# (``compile`` changes floating-point rounding only; ``steps`` and the decay fields re-plan the learning rate of the
+# steps still to come, e.g. a constant-rate run extended, then cooled down over its last steps).
 RESUMABLE_CHANGES = frozenset(
     {"steps", "max_minutes", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "num_workers",
-     "cache_on_device", "compile"})
+     "cache_on_device", "compile", "lr_decay", "lr_decay_steps", "lr_min_ratio"})
+LR_DECAYS = ("none", "linear", "cosine")
 
 
 @dataclass
@@ -87,6 +89,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 500
+    # Learning-rate decay after warm-up ("none", "linear" or "cosine") down to lr * lr_min_ratio at the last step,
+    # spread over the last lr_decay_steps steps (0: all steps after warm-up). A constant rate followed by a short
+    # decay is the warmup-stable-decay schedule (Hägele et al. 2024, arXiv:2405.18392), which allows extending a run.
+    lr_decay: str = "none"
+    lr_decay_steps: int = 0
+    lr_min_ratio: float = 0.0
     grad_clip: float | None = 1.0
     grad_accum: int = 1
     ema_decay: float = 0.999
@@ -109,10 +117,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = {  # description -> (test, fields); bool is excluded from the numbers as True == 1 in Python
             "an int": (lambda v: isinstance(v, int) and not isinstance(v, bool),
-                       ("steps", "batch_size", "warmup_steps", "grad_accum", "seed", "num_workers", "log_every",
+                       ("steps", "batch_size", "warmup_steps", "lr_decay_steps", "grad_accum", "seed", "num_workers", "log_every",
                         "sample_every", "checkpoint_every", "keep_checkpoints")),
             "a number": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-                         ("lr", "weight_decay", "ema_decay", "grad_clip", "max_minutes")),
+                         ("lr", "weight_decay", "ema_decay", "grad_clip", "max_minutes", "lr_min_ratio")),
             "True or False": (lambda v: isinstance(v, bool), ("ema_warmup", "bf16", "cache_on_device", "compile")),
         }
         for kind, (test, names) in checks.items():
@@ -127,7 +135,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
         self.betas = tuple(float(b) for b in self.betas)
         minimum = {"steps": 1, "batch_size": 1, "grad_accum": 1, "log_every": 1, "keep_checkpoints": 1,
-                   "warmup_steps": 0, "seed": 0, "num_workers": 0, "sample_every": 0, "checkpoint_every": 0,
+                   "warmup_steps": 0, "lr_decay_steps": 0, "seed": 0, "num_workers": 0, "sample_every": 0, "checkpoint_every": 0,
                    "weight_decay": 0.0}
         for name, low in minimum.items():
             if getattr(self, name) < low:
@@ -137,6 +145,12 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be > 0 (or None where allowed), got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"TrainConfig.ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"TrainConfig.lr_decay must be one of {', '.join(LR_DECAYS)}, got {self.lr_decay!r}")
+        if self.lr_decay_steps > self.steps:
+            raise ValueError(f"TrainConfig.lr_decay_steps ({self.lr_decay_steps}) exceeds steps ({self.steps})")
+        if not 0.0 <= self.lr_min_ratio <= 1.0:
+            raise ValueError(f"TrainConfig.lr_min_ratio must lie in [0, 1], got {self.lr_min_ratio}")
 
     def to_dict(self) -> dict[str, Any]:
         config = asdict(self)
@@ -170,6 +184,21 @@ class NonFiniteLossError(FloatingPointError):
 def warmup_factor(step: int, *, warmup_steps: int) -> float:
     """Learning-rate multiplier of linear warm-up: ``min(1, (step + 1) / warmup_steps)`` for 0-based ``step``."""
     return 1.0 if warmup_steps == 0 else min(1.0, (step + 1) / warmup_steps)
+
+
+def lr_factor(step: int, *, steps: int, warmup_steps: int, decay: str = "none", decay_steps: int = 0,
+              min_ratio: float = 0.0) -> float:
+    """Learning-rate multiplier of 0-based ``step``: linear warm-up, then constant, then a ``decay`` ("linear" or
+    "cosine") over the last ``decay_steps`` of ``steps`` (0: everything after warm-up) that reaches ``min_ratio``
+    at the last step, ``steps - 1``."""
+    factor = warmup_factor(step, warmup_steps=warmup_steps)
+    if decay == "none":
+        return factor
+    start = steps - decay_steps if decay_steps else max(warmup_steps - 1, 0)  # the warm-up peak
+    span = max(steps - 1 - start, 1)
+    progress = min(max((step - start) / span, 0.0), 1.0)
+    shape = 1.0 - progress if decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return factor * (min_ratio + (1.0 - min_ratio) * shape)
 
 
 def _json_normalized(value: Any, *, what: str) -> Any:
@@ -273,7 +302,9 @@ class Trainer:
         self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=config.lr,
                                            betas=config.betas, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, partial(warmup_factor, warmup_steps=config.warmup_steps))
+            self.optimizer, partial(lr_factor, steps=config.steps, warmup_steps=config.warmup_steps,
+                                    decay=config.lr_decay, decay_steps=config.lr_decay_steps,
+                                    min_ratio=config.lr_min_ratio))
         self.generator = torch.Generator(device=context.device).manual_seed(config.seed + context.rank)
         self.step, self._wall_time_before = 0, 0.0
         checkpoint = latest_checkpoint(self.out_dir)
@@ -293,6 +324,10 @@ class Trainer:
             raise ValueError(f"{checkpoint} was not written by Trainer (state.pt lacks {missing}) and cannot be "
                              "resumed; start a new out_dir and initialise the model with load_weights()")
         self.step, self._wall_time_before = state["step"], state["wall_time"]
+        # The restored rate was planned by the saved config; re-plan this step's from ours (decay may have changed).
+        for group, base_lr, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                          self.scheduler.lr_lambdas):
+            group["lr"] = base_lr * factor(self.scheduler.last_epoch)
         restored = state["world_size"] == context.world_size
         if restored:
             try:
