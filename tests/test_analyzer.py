@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from noisecraft.shapes.analyzer import analyze, check, matches, objects_of, relation_holds, to_rgb_array
+from noisecraft.shapes.analyzer import (FAILURES, analyze, check, diagnose, matches, objects_of, relation_holds,
+                                       to_rgb_array)
 from noisecraft.shapes.benchmark import (CATEGORIES, benchmark_prompts, format_table, frechet_distance, load_results,
                                          render_prompts, run_benchmark, save_results, score)
 from noisecraft.shapes.world import (COLOURS, SHAPES, SIZES, Scene, ShapeObject, ShapesWorldConfig, describe,
@@ -116,6 +117,28 @@ def perfect(prompts, seed):
     return render_prompts(prompts, seed + 1000)
 
 
+def test_diagnose_names_the_first_reason_an_image_fails():
+    def found(*objects):
+        return objects_of(Scene("pair", tuple(ShapeObject(*o) for o in objects)))
+
+    red_circle_left = ("red", "circle", "small", (0.25, 0.5))
+    blue_square_right = ("blue", "square", "large", (0.7, 0.55))
+    pair = found(red_circle_left, blue_square_right)
+    assert diagnose(parse_prompt("a red circle to the left of a blue square"), pair) is None
+    assert diagnose(parse_prompt("a red circle to the right of a blue square"), pair) == "relation"
+    assert diagnose(parse_prompt("a red circle"), pair) == "count"
+    assert diagnose(None, pair) == "count"
+    assert diagnose(parse_prompt("a red circle and a green square"), pair) == "identity"
+    assert diagnose(parse_prompt("a red square and a blue circle"), pair) == "binding"  # attributes swapped
+    assert diagnose(parse_prompt("a large red circle"), found(red_circle_left)) == "size"
+    # a relation prompt drawn with the colours in place but the shapes swapped is a binding failure
+    swapped = found(("red", "square", "large", (0.5, 0.2)), ("green", "circle", "large", (0.5, 0.75)))
+    assert diagnose(parse_prompt("a red circle above a green square"), swapped) == "binding"
+    assert diagnose(parse_prompt("a red square above a green circle"), swapped) is None
+    assert diagnose(parse_prompt("a red square below a green circle"), swapped) == "relation"
+    assert set(FAILURES) == {"count", "identity", "binding", "size", "relation"}
+
+
 def test_perfect_generator_scores_one_and_wrong_generator_scores_low():
     results = run_benchmark(perfect, n_per_prompt=2)
     assert all(value == 1.0 for value in results["categories"].values()), results["categories"]
@@ -128,6 +151,13 @@ def test_perfect_generator_scores_one_and_wrong_generator_scores_low():
 
     wrong_results = run_benchmark(wrong, n_per_prompt=2, prompts=subset)
     assert wrong_results["overall"] < 0.2
+    # every failed image has exactly one reason, and a perfect generator has none
+    assert sum(sum(tally.values()) for tally in results["failures"].values()) == 0
+    for category, tally in wrong_results["failures"].items():
+        images = sum(2 for p in subset if p.category == category)
+        assert sum(tally.values()) == round(images * (1 - wrong_results["categories"][category]))
+    assert "failed images by reason" in format_table(wrong_results)
+    assert "failed images by reason" not in format_table(results)
 
     def noise(prompts, seed):
         return torch.rand(len(prompts), 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1

@@ -169,25 +169,45 @@ def relation_holds(relation: str, a: tuple[float, float], b: tuple[float, float]
     return along > 0 and along > ratio * abs(across)
 
 
-def _fits(want: ObjectSpec, got: DetectedObject) -> bool:
-    return got.colour == want.colour and got.shape == want.shape and (want.size is None or got.size == want.size)
+# Why an image fails its prompt, in the order :func:`diagnose` tests them.
+FAILURES = ("count", "identity", "binding", "size", "relation")
+
+
+def _identity_fits(want: ObjectSpec, got: DetectedObject) -> bool:
+    return got.colour == want.colour and got.shape == want.shape
+
+
+def diagnose(spec: PromptSpec | None, objects: Sequence[DetectedObject], ratio: float = 1.0) -> str | None:
+    """``None`` if the detected ``objects`` are exactly what ``spec`` asks for, else the first reason that applies:
+
+    ``"count"``: more or fewer objects than requested (also an unparsable prompt); ``"identity"``: a requested
+    colour or shape is missing; ``"binding"``: the right colours and the right shapes, paired wrongly (a red square
+    and a blue circle for "a red circle and a blue square"); ``"size"``: the right objects at a wrong size;
+    ``"relation"``: the right objects, placed wrongly. Objects are assigned to the request by trying every order.
+    """
+    wanted = [o for o in spec.objects for _ in range(o.count)] if spec is not None else []
+    if spec is None or len(objects) != len(wanted):
+        return "count"
+    orders = [order for order in itertools.permutations(objects)  # at most 6 objects: brute force is cheap
+              if all(_identity_fits(w, o) for w, o in zip(wanted, order))]
+    if not orders:
+        same_attributes = all(sorted(getattr(o, name) for o in objects) == sorted(getattr(w, name) for w in wanted)
+                              for name in ("colour", "shape"))
+        return "binding" if same_attributes else "identity"
+    orders = [order for order in orders if all(w.size is None or o.size == w.size for w, o in zip(wanted, order))]
+    if not orders:
+        return "size"
+    if spec.relation is None or any(relation_holds(spec.relation, order[0].centroid, order[1].centroid, ratio)
+                                    for order in orders):
+        return None
+    return "relation"
 
 
 def matches(spec: PromptSpec | None, objects: Sequence[DetectedObject], ratio: float = 1.0) -> bool:
     """Whether the detected ``objects`` are exactly what ``spec`` asks for: as many objects as requested, each
     with the requested colour, shape and (if given) size, nothing else, and the relation if there is one.
     An unparsable prompt (``spec is None``) matches nothing."""
-    if spec is None:
-        return False
-    wanted = [o for o in spec.objects for _ in range(o.count)]
-    if len(objects) != len(wanted):
-        return False
-    for order in itertools.permutations(objects):  # at most 6 objects: brute force assignment is cheap
-        if all(_fits(w, o) for w, o in zip(wanted, order)) and (
-            spec.relation is None or relation_holds(spec.relation, order[0].centroid, order[1].centroid, ratio)
-        ):
-            return True
-    return False
+    return spec is not None and diagnose(spec, objects, ratio) is None
 
 
 def check(image, prompt: str) -> bool:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .analyzer import analyze, colour_fit, matches
+from .analyzer import FAILURES, analyze, colour_fit, diagnose
 from .world import (COLOURS, SHAPES, SIZES, ObjectSpec, PromptSpec, ShapesWorldConfig, format_prompt, is_held_out,
                     parse_prompt, relation_spec, render, scene_from_spec)
 
@@ -155,9 +155,11 @@ def score(images_by_prompt: Mapping[str, torch.Tensor], prompts: Sequence[Benchm
     :func:`benchmark_prompts`).
 
     Returns ``categories`` (fraction of matching images per category), ``overall`` (mean over the seen categories
-    present), ``held_out``, ``per_prompt``, ``fd`` (Frechet distance of :func:`image_features` to renders of the
-    same prompts, ``n`` each, from ``reference_seed``), ``diversity`` and ``reference_diversity`` (mean pairwise
-    feature distance within a prompt, averaged over prompts) and the image counts.
+    present), ``held_out``, ``per_prompt``, ``failures`` (per category, how many images failed for each reason of
+    :func:`~noisecraft.shapes.analyzer.diagnose`: count, identity, binding, size, relation), ``fd`` (Frechet
+    distance of :func:`image_features` to renders of the same prompts, ``n`` each, from ``reference_seed``),
+    ``diversity`` and ``reference_diversity`` (mean pairwise feature distance within a prompt, averaged over
+    prompts) and the image counts.
     """
     prompts = list(prompts) if prompts is not None else benchmark_prompts(config)
     category_of = {p.text: p.category for p in prompts}
@@ -166,13 +168,17 @@ def score(images_by_prompt: Mapping[str, torch.Tensor], prompts: Sequence[Benchm
         raise ValueError(f"prompts {unknown[:3]} are not in the benchmark prompt set; score only benchmark prompts")
     if not images_by_prompt:
         raise ValueError("no images to score: images_by_prompt is empty")
-    per_prompt, hits, generated, reference, spreads, reference_spreads = {}, {}, [], [], [], []
+    per_prompt, hits, failures, generated, reference, spreads, reference_spreads = {}, {}, {}, [], [], [], []
     for index, (text, images) in enumerate(images_by_prompt.items()):
         images = _check_images(text, images)
         spec = parse_prompt(text)
-        found = [matches(spec, analyze(image)) for image in images]
+        reasons = [diagnose(spec, analyze(image)) for image in images]
+        found = [reason is None for reason in reasons]
         per_prompt[text] = sum(found) / len(found)
         hits.setdefault(category_of[text], []).extend(found)
+        tally = failures.setdefault(category_of[text], dict.fromkeys(FAILURES, 0))
+        for reason in filter(None, reasons):
+            tally[reason] += 1
         truth = render_prompts([text] * len(images), seed=reference_seed + 7919 * index, resolution=images.shape[-1])
         features, truth_features = image_features(images), image_features(truth)
         generated.append(features)
@@ -187,6 +193,7 @@ def score(images_by_prompt: Mapping[str, torch.Tensor], prompts: Sequence[Benchm
         "overall": sum(seen) / len(seen) if seen else None,
         "held_out": categories.get("held_out"),
         "per_prompt": per_prompt,
+        "failures": {c: failures[c] for c in CATEGORIES if c in failures},
         "fd": frechet_distance(np.concatenate(generated), np.concatenate(reference)),
         "diversity": float(np.mean(spreads)) if spreads else None,
         "reference_diversity": float(np.mean(reference_spreads)) if reference_spreads else None,
@@ -235,6 +242,11 @@ def format_table(results: dict) -> str:
               f"{'diversity':<22}{cell(results['diversity']):>10}",
               f"{'  (reference)':<22}{cell(results['reference_diversity']):>10}",
               f"{results['n_images']} images, {results['n_prompts']} prompts"]
+    failures = {c: {r: n for r, n in tally.items() if n} for c, tally in results.get("failures", {}).items()}
+    if any(failures.values()):  # results saved before failures were recorded have none
+        lines += ["", "failed images by reason (count, identity, binding, size, relation; see diagnose):"]
+        lines += [f"  {c:<20}" + ", ".join(f"{r} {n}" for r, n in tally.items()) for c, tally in failures.items()
+                  if tally]
     return "\n".join(lines)
 
 

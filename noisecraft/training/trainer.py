@@ -117,8 +117,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = {  # description -> (test, fields); bool is excluded from the numbers as True == 1 in Python
             "an int": (lambda v: isinstance(v, int) and not isinstance(v, bool),
-                       ("steps", "batch_size", "warmup_steps", "lr_decay_steps", "grad_accum", "seed", "num_workers", "log_every",
-                        "sample_every", "checkpoint_every", "keep_checkpoints")),
+                       ("steps", "batch_size", "warmup_steps", "lr_decay_steps", "grad_accum", "seed", "num_workers",
+                        "log_every", "sample_every", "checkpoint_every", "keep_checkpoints")),
             "a number": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
                          ("lr", "weight_decay", "ema_decay", "grad_clip", "max_minutes", "lr_min_ratio")),
             "True or False": (lambda v: isinstance(v, bool), ("ema_warmup", "bf16", "cache_on_device", "compile")),
@@ -135,8 +135,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
         self.betas = tuple(float(b) for b in self.betas)
         minimum = {"steps": 1, "batch_size": 1, "grad_accum": 1, "log_every": 1, "keep_checkpoints": 1,
-                   "warmup_steps": 0, "lr_decay_steps": 0, "seed": 0, "num_workers": 0, "sample_every": 0, "checkpoint_every": 0,
-                   "weight_decay": 0.0}
+                   "warmup_steps": 0, "lr_decay_steps": 0, "seed": 0, "num_workers": 0, "sample_every": 0,
+                   "checkpoint_every": 0, "weight_decay": 0.0}
         for name, low in minimum.items():
             if getattr(self, name) < low:
                 raise ValueError(f"TrainConfig.{name} must be >= {low}, got {getattr(self, name)}")
