@@ -114,7 +114,8 @@ def eval_shapes(
     out: Annotated[Path, typer.Option("--out", "-o", help="JSON file for the scores.")] = Path("shapes_eval.json"),
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
 ) -> None:
-    """GenEval-style scores on the shapes world: per-category accuracy, held-out combinations, Frechet distance."""
+    """GenEval-style scores on the shapes world: per-category accuracy, held-out combinations, Frechet distance,
+    and why the failed images fail (wrong count, colour/shape, binding, size or relation)."""
     from noisecraft.shapes.benchmark import format_table, run_benchmark, save_results
     from noisecraft.shapes.world import ShapesWorldConfig
 
