@@ -387,6 +387,24 @@ def test_cli_warns_in_one_line_about_unknown_prompt_words(trained, tmp_path, cap
     assert "UserWarning" not in captured.err and "wrote 1 image and" in captured.out
 
 
+def test_eval_shapes_command_writes_scores_and_failure_reasons(trained, tmp_path, capsys):
+    from noisecraft.shapes.benchmark import CATEGORIES
+
+    out = tmp_path / "scores.json"
+    with pytest.raises(SystemExit) as stop:
+        main(["eval", "shapes", str(trained), "--n-per-prompt", "1", "--steps", "1", "--device", "cpu",
+              "--out", str(out)])
+    assert stop.value.code == 0
+    printed = capsys.readouterr().out
+    assert "overall (seen)" in printed and f"scores written to {out}" in printed
+    results = json.loads(out.read_text())
+    assert list(results["categories"]) == list(CATEGORIES) and results["n_images"] == results["n_prompts"]
+    assert results["settings"]["n_per_prompt"] == 1 and results["settings"]["steps"] == 1
+    # each image either matches its prompt or fails for exactly one reason
+    matched = sum(round(share) for share in results["per_prompt"].values())  # one image per prompt: 0 or 1
+    assert matched + sum(sum(tally.values()) for tally in results["failures"].values()) == results["n_images"]
+
+
 @pytest.mark.parametrize("name", ["shapes_t2i.json", "shapes_t2i_continue.json", "shapes_t2i_cpu.json",
                                   "shapes_t2i_shipped.json", "shapes_t2i_finetune_cpu.json"])
 def test_committed_configs_are_valid(name):
