@@ -35,7 +35,7 @@ def test_generation_is_fast_and_deterministic(pipeline):
 
 def test_shipped_model_draws_a_simple_prompt(pipeline):
     # A regression check at the CLI's default settings (accuracy itself is measured by `noisecraft eval shapes`,
-    # see benchmarks/RESULTS.md: about 0.92 on single objects).
+    # see benchmarks/RESULTS.md: 1.00 on single objects at 8 images per prompt).
     images, _ = pipeline.sample(4, prompt="a large red circle", steps=DEFAULT_STEPS, sampler=DEFAULT_SAMPLER,
                                 guidance=DEFAULT_GUIDANCE, seed=0)
     assert sum(check(image, "a large red circle") for image in images) >= 3
