@@ -27,7 +27,8 @@ from noisecraft.training import NonFiniteLossError, TrainConfig, Trainer, latest
 from noisecraft.training.distributed import launch_env
 from noisecraft.training.ema import ema_decay, make_ema, update_ema
 from noisecraft.training.logging import read_jsonl, smooth
-from noisecraft.training.trainer import epoch_permutation, index_batches, lr_factor, warmup_factor
+from noisecraft.training.lr_schedule import lr_factor, warmup_factor
+from noisecraft.training.trainer import epoch_permutation, index_batches
 
 REPO = Path(__file__).resolve().parents[1]
 HELPERS = REPO / "tests" / "helpers"

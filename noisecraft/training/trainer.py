@@ -59,6 +59,7 @@ from noisecraft.training.distributed import (
 )
 from noisecraft.training.ema import ema_decay, make_ema, update_ema
 from noisecraft.training.logging import JsonlLogger, plot_loss_curve
+from noisecraft.training.lr_schedule import LR_DECAYS, lr_factor
 from noisecraft.training.rng import capture_rng, restore_rng
 from noisecraft.training.signals import StopSignals
 
@@ -71,7 +72,6 @@ SampleFn = Callable[[nn.Module, int, Path], "Mapping[str, Any] | None"]
 RESUMABLE_CHANGES = frozenset(
     {"steps", "max_minutes", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "num_workers",
      "cache_on_device", "compile", "lr_decay", "lr_decay_steps", "lr_min_ratio"})
-LR_DECAYS = ("none", "linear", "cosine")
 
 
 @dataclass
@@ -179,26 +179,6 @@ class TrainResult:
 
 class NonFiniteLossError(FloatingPointError):
     """The loss (or gradient norm) became NaN/inf; raised before the optimizer step, so no garbage is saved."""
-
-
-def warmup_factor(step: int, *, warmup_steps: int) -> float:
-    """Learning-rate multiplier of linear warm-up: ``min(1, (step + 1) / warmup_steps)`` for 0-based ``step``."""
-    return 1.0 if warmup_steps == 0 else min(1.0, (step + 1) / warmup_steps)
-
-
-def lr_factor(step: int, *, steps: int, warmup_steps: int, decay: str = "none", decay_steps: int = 0,
-              min_ratio: float = 0.0) -> float:
-    """Learning-rate multiplier of 0-based ``step``: linear warm-up, then constant, then a ``decay`` ("linear" or
-    "cosine") over the last ``decay_steps`` of ``steps`` (0: everything after warm-up) that reaches ``min_ratio``
-    at the last step, ``steps - 1``."""
-    factor = warmup_factor(step, warmup_steps=warmup_steps)
-    if decay == "none":
-        return factor
-    start = steps - decay_steps if decay_steps else max(warmup_steps - 1, 0)  # the warm-up peak
-    span = max(steps - 1 - start, 1)
-    progress = min(max((step - start) / span, 0.0), 1.0)
-    shape = 1.0 - progress if decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-    return factor * (min_ratio + (1.0 - min_ratio) * shape)
 
 
 def _json_normalized(value: Any, *, what: str) -> Any:
