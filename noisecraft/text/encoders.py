@@ -219,13 +219,20 @@ class MiniLMEncoder(TextEncoder):
         super().__init__(cache_size)
         try:
             from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as transformers_logging
         except ImportError as error:
             raise ImportError("MiniLMEncoder needs transformers, a dependency of noisecraft: "
                               "pip install transformers") from error
         self.model_dir = model_dir
         directory = _minilm_directory(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(directory), local_files_only=True)
+        bar_was_on = transformers_logging.is_progress_bar_enabled()
+        transformers_logging.disable_progress_bar()  # a local 90 MB load needs no "Loading weights" bar
+        try:
+            self.model = AutoModel.from_pretrained(str(directory), local_files_only=True)
+        finally:
+            if bar_was_on:
+                transformers_logging.enable_progress_bar()
         self.model.requires_grad_(False).eval()
         self.dim = int(self.model.config.hidden_size)
         # sentence-transformers truncates at max_seq_length (256 for this model); we refuse instead of truncating
