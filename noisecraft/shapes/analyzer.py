@@ -185,8 +185,10 @@ def diagnose(spec: PromptSpec | None, objects: Sequence[DetectedObject], ratio: 
     and a blue circle for "a red circle and a blue square"); ``"size"``: the right objects at a wrong size;
     ``"relation"``: the right objects, placed wrongly. Objects are assigned to the request by trying every order.
     """
-    wanted = [o for o in spec.objects for _ in range(o.count)] if spec is not None else []
-    if spec is None or len(objects) != len(wanted):
+    if spec is None:
+        return "count"
+    wanted = [o for o in spec.objects for _ in range(o.count)]
+    if len(objects) != len(wanted):
         return "count"
     orders = [order for order in itertools.permutations(objects)  # at most 6 objects: brute force is cheap
               if all(_identity_fits(w, o) for w, o in zip(wanted, order))]
@@ -207,7 +209,7 @@ def matches(spec: PromptSpec | None, objects: Sequence[DetectedObject], ratio: f
     """Whether the detected ``objects`` are exactly what ``spec`` asks for: as many objects as requested, each
     with the requested colour, shape and (if given) size, nothing else, and the relation if there is one.
     An unparsable prompt (``spec is None``) matches nothing."""
-    return spec is not None and diagnose(spec, objects, ratio) is None
+    return diagnose(spec, objects, ratio) is None
 
 
 def check(image, prompt: str) -> bool:
