@@ -407,9 +407,10 @@ def test_eval_shapes_command_writes_scores_and_failure_reasons(trained, tmp_path
 
 @pytest.mark.parametrize("name", ["shapes_t2i.json", "shapes_t2i_continue.json", "shapes_t2i_cpu.json",
                                   "shapes_t2i_shipped.json", "shapes_t2i_finetune_cpu.json",
-                                  "shapes_t2i_h200_learned.json"])
+                                  "shapes_t2i_h200_learned.json", "shapes_t2i_shipped_stage2.json"])
 def test_committed_configs_are_valid(name):
     """The committed training recipes parse into every config they feed (image, trainer, shapes world)."""
+    from noisecraft.diffusion.config import DiffusionConfig
     from noisecraft.images.training import IMAGE_TRAIN_DEFAULTS, ImageTrainConfig
     from noisecraft.nets.unet import unet_config
     from noisecraft.shapes.world import ShapesWorldConfig
@@ -418,7 +419,9 @@ def test_committed_configs_are_valid(name):
     config = ImageTrainConfig.from_dict(json.loads((Path(__file__).parents[1] / "configs" / name).read_text()))
     TrainConfig.from_dict(IMAGE_TRAIN_DEFAULTS | config.train)
     ShapesWorldConfig.from_dict({"resolution": config.resolution, **config.world})
-    if config.init_from is not None:  # a fine-tuning recipe starts from a model of this repository
+    DiffusionConfig.from_dict(config.diffusion)
+    if config.init_from is not None and not config.init_from.startswith("runs/"):
+        # a fine-tuning recipe starts from a model of this repository (or from the run a first stage writes)
         from noisecraft.training.checkpoint import read_config
 
         assert read_config(Path(__file__).parents[1] / config.init_from)["model_config"]["resolution"] == 32
