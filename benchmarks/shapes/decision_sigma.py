@@ -20,7 +20,13 @@ from pathlib import Path
 
 import torch
 
-from noisecraft.images.cli_text import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, load_text_model
+from noisecraft.diffusion.editing import sdedit_sigmas
+from noisecraft.images.cli_text import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    load_text_model,
+)
 from noisecraft.shapes.analyzer import check
 from noisecraft.shapes.benchmark import benchmark_prompts, render_prompts
 
@@ -43,7 +49,7 @@ def main() -> None:
     print(f"{len(prompts)} prompts x {args.n} images; training p(sigma): ln sigma ~ N({p_mean}, {p_std}^2)")
     print(f"{'strength':>8} {'start sigma':>11} {'kept':>9} {'training above':>15}")
     for strength in args.strengths:
-        start_sigma = float(sigmas[len(sigmas) - 1 - round(strength * (len(sigmas) - 1))])
+        start_sigma = float(sdedit_sigmas(sigmas, strength)[0])  # the sigma the pipeline starts from
         kept = 0
         for i, prompt in enumerate(prompts):
             truth = render_prompts([prompt] * args.n, seed=args.seed + i)
