@@ -31,25 +31,30 @@ def text_to_image_grid(out: Path) -> Path:
 
 
 def run_demo(out: str | Path, *, steps: int = 800, guidance: float = 2.0) -> dict[str, Path]:
-    """Train (or resume) the demo model in ``out``, then write one row of samples per digit and a loss curve, and a
-    grid of prompts drawn by the shipped text-to-image model."""
+    """Write a grid of prompts drawn by the shipped text-to-image model (seconds), then train (or resume) the demo
+    model in ``out`` and write one row of samples per digit and a loss curve."""
     from noisecraft.api import load, train
+    from noisecraft.cli_common import progress_bar
     from noisecraft.training.checkpoint import latest_checkpoint
 
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    print("noisecraft demo: drawing prompts with the shipped text-to-image model ...", flush=True)
+    text_grid = text_to_image_grid(out)
+    print(f"text-to-image with the shipped shapes model: {text_grid}", flush=True)
     config = DEMO_CONFIG | {"out_dir": str(out), "train": DEMO_CONFIG["train"] | {"steps": steps}}
-    print(f"noisecraft demo: training a class-conditional digits model ({steps} steps) in {out}")
+    print(f"training a class-conditional digits model ({steps} steps) in {out}", flush=True)
     train(config, resume=latest_checkpoint(out) is not None)
     pipeline = load(out)
     names = pipeline.spec.class_names
     per_class = 10
     labels = [name for name in names for _ in range(per_class)]
+    print(f"sampling {len(labels)} digits ...", flush=True)
     images, parameters = pipeline.sample(len(labels), labels=labels, guidance=guidance, steps=24, sampler="heun",
-                                         seed=0)
+                                         seed=0, progress=progress_bar("sampling"))
     grid, _ = pipeline.save(images, parameters, out / "samples_final", nrow=per_class, row_labels=names)
-    paths = {"grid": grid, "loss_curve": out / "loss.png", "model": out, "text_to_image": text_to_image_grid(out)}
+    paths = {"grid": grid, "loss_curve": out / "loss.png", "model": out, "text_to_image": text_grid}
     print(f"sample grid (one row per digit, guidance {guidance}): {grid}")
-    print(f"text-to-image with the shipped shapes model: {paths['text_to_image']}")
     print(f"loss curve: {paths['loss_curve']}")
     print(f"model folder: {out}  (try: noisecraft sample {out} --label 7 -n 8)")
     return paths

@@ -28,29 +28,28 @@ def shipped_model() -> Path:
     return path
 
 
-def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def load_text_model(model: Optional[Path], device: str = "cpu"):
     """The text-to-image pipeline of ``model`` (default: the shipped one), with its EMA weights when it has them
     (the shipped folder holds only the EMA weights, as its ``model.safetensors``)."""
-    from noisecraft.api import load
-    from noisecraft.training.checkpoint import EMA_FILE, resolve_model_dir
+    from noisecraft import registry
+    from noisecraft.images.pipeline import ImagePipeline
+    from noisecraft.training.checkpoint import EMA_FILE
 
-    folder = resolve_model_dir(model or shipped_model())
-    pipeline = load(folder, use_ema=(folder / EMA_FILE).is_file(), device=_device(device))
-    if getattr(pipeline, "spec", None) is None or pipeline.spec.text_encoder is None:
-        raise ValueError(f"{model} is not a text-to-image model (it has no text encoder); use `noisecraft sample`")
+    modality, folder = registry.for_model_dir(model or shipped_model())
+    if modality.name != "image":
+        raise ValueError(f"{model} is a {modality.name} model, not a text-to-image model; see "
+                         f"`noisecraft {modality.name} --help`")
+    pipeline = ImagePipeline.load(folder, use_ema=(folder / EMA_FILE).is_file(), device=device)
+    if pipeline.spec.text_encoder is None:
+        raise ValueError(f"{model} is not a text-to-image model (it has no text encoder); draw from it with "
+                         f"`noisecraft sample {model}`")
     return pipeline
 
 
-def saved_message(files: list, grid: Path, parameters: dict) -> str:
+def saved_message(files: list, grid: Path, parameters: dict, seconds: float) -> str:
     """The line a sampling command ends with: what it wrote, how long it took, how many network evaluations."""
     return (f"wrote {len(files)} image{'s' * (len(files) != 1)} and {grid} "
-            f"({parameters['seconds']:.1f} s, {parameters['nfe']} NFE)")
+            f"({seconds:.1f} s, {parameters['nfe']} NFE)")
 
 
 def generate(
@@ -77,25 +76,26 @@ def generate(
                                                       "black = keep.")] = None,
     resize: Annotated[bool, typer.Option(help="Scale and centre-crop --init-image/--mask to the model's size "
                                               "instead of refusing other sizes.")] = False,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
 ) -> None:
     """Generate images from a text prompt (default model: shapes world, 32x32, runs in seconds on a CPU)."""
-    from noisecraft.images.io import load_image, load_mask
+    from noisecraft.cli_common import prepare_output_folder, progress_bar
     from noisecraft.text.encoders import validate_prompt
 
     validate_prompt(prompt)  # before loading anything
-    pipeline = load_text_model(model, device)
-    spec = pipeline.spec
     if mask is not None and init_image is None:
         raise ValueError("--mask needs --init-image (the picture to inpaint)")
-    init = None if init_image is None else load_image(init_image, size=spec.resolution, channels=spec.channels,
-                                                      resize=resize, role="init image")
-    mask_tensor = None if mask is None else load_mask(mask, spec.resolution, resize=resize)
-    images, parameters = pipeline.sample(batch, prompt=prompt, negative_prompt=negative, guidance=guidance,
-                                         steps=steps, sampler=sampler, schedule=schedule, seed=seed,
-                                         init_image=init, strength=strength, mask=mask_tensor)
-    grid, files = pipeline.save(images, parameters, out, row_labels=None)
-    typer.echo(saved_message(files, grid, parameters))
+    if strength is not None and init_image is None:
+        raise ValueError("--strength says how much of --init-image to redraw: pass --init-image too")
+    pipeline = load_text_model(model, device)
+    params = {"n": batch, "prompt": prompt, "negative_prompt": negative, "guidance": guidance, "steps": steps,
+              "sampler": sampler, "schedule": schedule, "init_image": init_image, "mask": mask,
+              "strength": strength, "resize": resize}
+    bar = progress_bar("sampling")
+    generation = pipeline.generate(params, seed=seed, progress=lambda done, total: bar({"total": total}))
+    grid, files = pipeline.save(generation.items, generation.parameters, prepare_output_folder(out),
+                                row_labels=None)
+    typer.echo(saved_message(files, grid, generation.parameters, generation.seconds))
 
 
 eval_app = typer.Typer(help="Benchmarks of trained models.", no_args_is_help=True)
@@ -112,7 +112,7 @@ def eval_shapes(
     seed: Annotated[int, typer.Option(help="Seed of the first batch (batch k uses seed + k).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Images generated per batch.")] = 128,
     out: Annotated[Path, typer.Option("--out", "-o", help="JSON file for the scores.")] = Path("shapes_eval.json"),
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
 ) -> None:
     """GenEval-style scores on the shapes world: per-category accuracy, held-out combinations, Frechet distance,
     and why the failed images fail (wrong count, colour/shape, binding, size or relation)."""

@@ -7,7 +7,7 @@ This layer only does what is specific to images: build the network from a JSON s
 
 from __future__ import annotations
 
-import time
+import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -19,15 +19,18 @@ from noisecraft import __version__
 from noisecraft.diffusion.config import DiffusionConfig
 from noisecraft.diffusion.editing import inpainting_denoiser, sdedit_sigmas, sdedit_start
 from noisecraft.diffusion.guidance import guided_denoiser
-from noisecraft.diffusion.samplers import get_sampler, nfe
+from noisecraft.device import resolve_device
+from noisecraft.diffusion.samplers import SAMPLERS, get_sampler, nfe
+from noisecraft.diffusion.schedules import SCHEDULES
 from noisecraft.images.data import random_hflip
-from noisecraft.images.io import save_grid, save_png
+from noisecraft.images.io import load_image, load_mask, save_grid, save_png
 from noisecraft.images.text2image import text_guided_denoiser
 from noisecraft.nets.unet import UNet2D, UNetConfig
 from noisecraft.text.encoders import TextEncoder, is_trainable, make_text_encoder, shared_text_encoder
 from noisecraft.training.checkpoint import load_weights, read_config, resolve_model_dir
 from noisecraft.training.distributed import unwrap_model
 from noisecraft.jsonconfig import from_dict
+from noisecraft.protocol import Generation, Param, ParameterError, Pipeline, StepReporter
 
 MODEL_KIND = "image"
 
@@ -94,20 +97,22 @@ class ImageDiffusionModel(nn.Module):
     def encode_text(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         """``context [B, T, D]`` and ``context_mask [B, T]`` (True = real token) of ``prompts``, on the model's
         device, padded to the longest prompt: the cross-attention condition of the U-Net."""
-        encoder, device = self._text_encoder(), self.net.conv_in.weight.device
-        if not encoder.trainable:  # the shared frozen encoder runs where the U-Net runs (a GPU, not the CPU)
-            encoder.to(device)
-        tokens, mask, _ = encoder.encode(prompts)
+        device = self.net.conv_in.weight.device
+        tokens, mask, _ = self._text_encoder(device).encode(prompts)
         return tokens.to(device), mask.to(device)
 
     def unknown_words(self, prompts: list[str]) -> list[str]:
         """Words of ``prompts`` that the text encoder cannot represent (outside a learned encoder's vocabulary)."""
         return self._text_encoder().unknown_words(prompts)
 
-    def _text_encoder(self) -> TextEncoder:
+    def _text_encoder(self, device: torch.device | str = "cpu") -> TextEncoder:
+        """The trainable encoder (a sub-module), or the shared frozen one that runs on ``device`` (where the U-Net
+        runs: a GPU, not the CPU)."""
         if self.spec.text_encoder is None:
             raise ValueError("this model takes no text: it was not trained with a text encoder")
-        return self.text_encoder if self.text_encoder is not None else shared_text_encoder(self.spec.text_encoder)
+        if self.text_encoder is not None:
+            return self.text_encoder
+        return shared_text_encoder(self.spec.text_encoder, device)
 
     def null_text(self, length: int) -> dict[str, Tensor]:
         """One example's "no text" condition of ``length`` tokens: a fully masked context, so the U-Net's
@@ -115,6 +120,11 @@ class ImageDiffusionModel(nn.Module):
         device = self.net.conv_in.weight.device
         return {"context": torch.zeros(length, self.net.config.context_dim, device=device),
                 "context_mask": torch.zeros(length, dtype=torch.bool, device=device)}
+
+
+def tensor_sha256(tensor: Tensor) -> str:
+    """Content hash of a tensor's values (float32, contiguous): what an edited image started from."""
+    return hashlib.sha256(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()
 
 
 def make_spec(*, resolution: int, channels: int, class_names: list[str], unet: UNetConfig,
@@ -158,8 +168,17 @@ def make_loss_fn(spec: ImageModelSpec, *, random_flip: bool = False) -> Callable
     return loss_fn
 
 
-class ImagePipeline:
-    """A trained image model ready to sample: ``ImagePipeline.load(path).sample(n, labels=..., seed=...)``."""
+# Sampling defaults: text-to-image models are sampled guided (the shipped model's benchmark settings).
+TEXT_DEFAULTS = {"guidance": 3.0, "steps": 12, "sampler": "heun"}
+LABEL_DEFAULTS = {"guidance": 1.0, "steps": 32, "sampler": "heun"}
+MAX_IMAGES = 256
+
+
+class ImagePipeline(Pipeline):
+    """A trained image model ready to sample: ``ImagePipeline.load(path).sample(n, labels=..., seed=...)``, or
+    through the pipeline protocol, ``.generate({"labels": ["7"], "n": 4}, seed=0)`` (:mod:`noisecraft.protocol`)."""
+
+    modality = "image"
 
     def __init__(self, model: ImageDiffusionModel, *, source: str = ""):
         self.model = model.eval().requires_grad_(False)
@@ -170,6 +189,7 @@ class ImagePipeline:
     @classmethod
     def load(cls, path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu") -> "ImagePipeline":
         """Load a run folder, its final export or one checkpoint folder (EMA weights unless ``use_ema=False``)."""
+        device = resolve_device(device)
         model_dir = resolve_model_dir(path)
         config = read_config(model_dir)
         spec = ImageModelSpec.from_dict(config["model_config"])
@@ -180,6 +200,91 @@ class ImagePipeline:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    # --- the pipeline protocol (noisecraft.protocol) ---
+
+    def parameters(self) -> list[Param]:
+        text = self.spec.text_encoder is not None
+        defaults = TEXT_DEFAULTS if text else LABEL_DEFAULTS
+        params = [
+            Param("n", "int", 4 if text else 16, "Number of images; image i uses seed + i.", 1, MAX_IMAGES),
+            Param("steps", "int", defaults["steps"], "Sampler steps.", 1, 1000),
+            Param("sampler", "choice", defaults["sampler"], "Sampler (k-diffusion names).",
+                  choices=tuple(SAMPLERS)),
+            Param("schedule", "choice", "karras", "Sigma schedule.", choices=tuple(SCHEDULES)),
+        ]
+        if text:
+            return params + [
+                Param("prompt", "str", None, 'What to draw; compose with AND and ":weight".', 1, 1000,
+                      required=True),
+                Param("negative_prompt", "str", None, "What to steer away from (replaces the unconditional "
+                                                      "branch).", 1, 1000),
+                Param("guidance", "float", defaults["guidance"], "Classifier-free guidance scale (1 = plain "
+                                                                 "conditional).", 0.0, 30.0),
+                Param("init_image", "image", None, "img2img (SDEdit): start from this image."),
+                Param("mask", "image", None, "Inpainting mask for init_image: white = regenerate."),
+                Param("strength", "float", None, "How much of init_image to redo: 0 keeps it, 1 ignores it "
+                                                 "(default 0.6; 1 with a mask).", 0.0, 1.0),
+                Param("resize", "bool", False, "Scale and centre-crop init_image / mask to the model's size."),
+            ]
+        if self.spec.class_names:
+            classes = ", ".join(self.spec.class_names)
+            params += [
+                Param("labels", "strings", None, f"Class names or indices ({classes}): one for all images or one "
+                                                 "per image; none = unconditional."),
+                Param("guidance", "float", defaults["guidance"], "Classifier-free guidance scale (needs labels).",
+                      0.0, 30.0),
+            ]
+        return params
+
+    def _generate(self, params: dict[str, Any], *, seed: int, progress, cancel) -> Generation:
+        reporter = StepReporter(params["steps"], progress, cancel)
+        reporter.check_cancel()
+        options = {key: params[key] for key in ("steps", "sampler", "schedule")}
+        options["guidance"] = params.get("guidance", 1.0)
+        n = params["n"]
+        files = {}
+        if self.spec.text_encoder is not None:
+            options |= {"prompt": params["prompt"], "negative_prompt": params["negative_prompt"],
+                        "strength": params["strength"]}
+            options["init_image"], files["init_image"] = self._read_image(params, "init_image", n)
+            options["mask"], files["mask"] = self._read_image(params, "mask", n)
+            if options["mask"] is not None and options["init_image"] is None:
+                raise ParameterError("mask", "needs init_image (the picture to inpaint)")
+        elif params.get("labels"):
+            labels = params["labels"]
+            if len(labels) not in (1, n):
+                raise ParameterError("labels", f"give one label for all {n} images or one per image; got "
+                                               f"{len(labels)}")
+            options["labels"] = labels * n if len(labels) == 1 else labels
+        images, record = self.sample(n, seed=seed, progress=lambda info: reporter.step(total=info["total"]),
+                                     **options)
+        record |= {key: value for key, value in files.items() if value is not None}
+        return Generation(images, record)
+
+    def _read_image(self, params: dict[str, Any], name: str, n: int) -> tuple[Tensor | None, dict | None]:
+        """The image parameter ``name`` as a tensor, and for a file its path and content hash (the record)."""
+        value = params.get(name)
+        if value is None or isinstance(value, Tensor):
+            return value, None
+        if isinstance(value, (str, Path)):
+            size, resize = self.spec.resolution, params.get("resize", False)
+            tensor = (load_mask(value, size, resize=resize) if name == "mask" else
+                      load_image(value, size=size, channels=self.spec.channels, resize=resize,
+                                 role=name.replace("_", " ")))
+            return tensor, {"path": str(value), "sha256": hashlib.sha256(Path(value).read_bytes()).hexdigest()}
+        from PIL import Image  # a PIL image: the same conversion as a file's
+
+        if isinstance(value, Image.Image):
+            from noisecraft.images.io import pil_to_uint8, uint8_to_float
+
+            pixels = pil_to_uint8(value.convert("L" if name == "mask" or self.spec.channels == 1 else "RGB"))
+            return (pixels >= 128 if name == "mask" else uint8_to_float(pixels)), None
+        raise ParameterError(name, f"must be an image file path, a PIL image or a tensor; got {type(value).__name__}")
+
+    def save_outputs(self, generation: Generation, out_dir: str | Path) -> list[Path]:
+        grid, files = self.save(generation.items, generation.parameters, out_dir)
+        return files + [grid]
 
     def labels_for(self, labels: list[int | str] | None, n: int) -> Tensor | None:
         """Class indices from ints or class names; ``None`` gives the "no label" class for conditional models."""
@@ -223,7 +328,7 @@ class ImagePipeline:
 
         ``guidance`` is the classifier-free guidance scale: 1 is the plain conditional model, 0 the unconditional
         one, larger values push samples toward their class or prompt. ``progress`` receives the sampler's
-        per-step callback.
+        per-step callback info, plus ``"total"``: the number of steps this call takes.
 
         Text-to-image models take ``prompt`` (one prompt for all images, which may compose concepts with ``AND``
         and ``:weight``, or one plain prompt per image) and ``negative_prompt`` (replaces the unconditional
@@ -250,10 +355,14 @@ class ImagePipeline:
             record |= {"strength": strength, "inpainting": mask is not None}
         elif mask is not None or strength is not None:
             raise ValueError("mask and strength edit an image: pass init_image too")
+        if init_image is not None:
+            record["init_image_sha256"] = tensor_sha256(init_image)
+            if mask is not None:
+                record["mask_sha256"] = tensor_sha256(mask)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        start = time.perf_counter()
         done = len(sigmas) - 1
-        images = sample_fn(denoiser, x, sigmas, callback=progress, generator=generator,
+        callback = None if progress is None else (lambda info: progress(info | {"total": done}))
+        images = sample_fn(denoiser, x, sigmas, callback=callback, generator=generator,
                            **(sampler_options or {})) if done else x  # strength 0: no step to take
         parameters = {
             "model": self.source, "sampler": sampler, "schedule": schedule, "steps": steps,
@@ -261,8 +370,7 @@ class ImagePipeline:
             "cfg_scale": guidance, "seed": seed, "n": n, **record,
             "sampler_options": sampler_options or {}, "sigma_min": self.diffusion.sigma_min,
             "sigma_max": self.diffusion.sigma_max, "noisecraft": __version__,
-            "seconds": round(time.perf_counter() - start, 3),
-        }
+        }  # no timings: the same request and seed give the same record, and so the same PNG bytes
         return images.clamp(-1, 1), parameters
 
     def _conditioned_denoiser(self, n: int, labels, prompt, negative_prompt, guidance: float,

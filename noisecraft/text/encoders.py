@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
@@ -89,6 +90,17 @@ class TextEncoder(nn.Module):
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         self.cache_size = cache_size
         self._cache: OrderedDict[str, object] = OrderedDict()  # least recently used first
+        # One encoder serves concurrent requests (threads of the service): the cache is read and written under it.
+        self._lock = threading.RLock()
+
+    def __getstate__(self):  # copies (the EMA model, pickling) get a lock of their own
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._lock = threading.RLock()
 
     def _recall(self, prompt: str):
         """The cached value for ``prompt`` (marked as recently used), or None."""
@@ -111,7 +123,8 @@ class TextEncoder(nn.Module):
         prompts = _check_prompts(prompts)
         if not prompts:
             raise ValueError("encode needs at least one prompt")
-        return self._encode(prompts)
+        with self._lock:
+            return self._encode(prompts)
 
     def forward(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.encode(prompts)
@@ -302,14 +315,15 @@ def is_trainable(spec: dict) -> bool:
     return _encoder_class(spec).trainable
 
 
-@functools.lru_cache(maxsize=4)
-def _shared(spec_json: str) -> TextEncoder:
-    return make_text_encoder(json.loads(spec_json))
+@functools.lru_cache(maxsize=8)
+def _shared(spec_json: str, device: str) -> TextEncoder:
+    return make_text_encoder(json.loads(spec_json)).to(device)
 
 
-def shared_text_encoder(spec: dict) -> TextEncoder:
-    """One process-wide instance per frozen encoder spec: loaded once, its prompt cache shared by every model
-    (and EMA copy) that uses it, and never a sub-module of them."""
+def shared_text_encoder(spec: dict, device: str | torch.device = "cpu") -> TextEncoder:
+    """One process-wide instance per frozen encoder spec and device: loaded once, its prompt cache shared by every
+    model (and EMA copy) that uses it, and never a sub-module of them. One instance per device, so that a request
+    on a GPU never moves the encoder under a concurrent request on the CPU."""
     if is_trainable(spec):
         raise ValueError(f"the {spec['name']!r} text encoder is trained with its model; it cannot be shared")
-    return _shared(json.dumps(spec, sort_keys=True))
+    return _shared(json.dumps(spec, sort_keys=True), str(torch.device(device)))
