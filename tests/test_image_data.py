@@ -9,13 +9,19 @@ import torch
 from PIL import Image
 from torch.utils.data import default_collate
 
+from noisecraft.images import data as image_data
 from noisecraft.images.data import (
     DataError,
     ImageFolderDataset,
+    TensorImageDataset,
+    build_image_data,
     digits_dataset,
     export_image_folder,
+    image_data_names,
+    item_shape,
     load_dataset,
     random_hflip,
+    register_image_data,
 )
 
 
@@ -228,3 +234,69 @@ def test_export_image_folder_round_trip(tmp_path):
         assert torch.equal(reloaded[index]["image"], dataset[index]["image"])
     with pytest.raises(FileExistsError, match="not empty"):
         export_image_folder(dataset, out)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training data by name (ImageTrainConfig.data)
+
+
+def train_config(data, **fields):
+    from noisecraft.images.training import ImageTrainConfig  # the real config, so field names stay honest
+
+    return ImageTrainConfig(data=str(data), num_examples=4, **fields)
+
+
+def test_registered_names_and_folders_build_their_data(tmp_path):
+    assert image_data_names() == ["digits", "shapes"]
+    digits = build_image_data(train_config("digits:test", resolution=8))
+    assert len(digits) == len(digits_dataset(split="test")) and item_shape(digits) == (1, 8, 8)
+    shapes = build_image_data(train_config("shapes", resolution=16))
+    assert len(shapes) == 4 and item_shape(shapes) == (3, 16, 16)
+    write_image(tmp_path / "a.png", size=(8, 12))  # not square: the data layer keeps height 12, width 8
+    folder = build_image_data(train_config(tmp_path))
+    assert item_shape(folder) == folder.shape == (3, 12, 8) and folder[0]["image"].shape == (3, 12, 8)
+
+
+def test_unknown_data_says_what_is_accepted(tmp_path):
+    expected = ("unknown data 'digts': use one of digits, shapes, or an image folder path; "
+                "no folder named 'digts' exists")
+    with pytest.raises(DataError, match=f"^{re.escape(expected)}$"):
+        build_image_data(train_config("digts"))
+    with pytest.raises(DataError, match="^unknown data 'digits:val': use digits, digits:train, digits:test"):
+        build_image_data(train_config("digits:val"))
+    with pytest.raises(DataError, match="^unknown data 'shapes:big': use shapes$"):
+        build_image_data(train_config("shapes:big"))
+    with pytest.raises(DataError, match="^no such directory: "):  # a path, so not taken for a misspelt name
+        build_image_data(train_config(tmp_path / "missing"))
+
+
+def test_data_settings_that_do_not_fit_are_refused():
+    from noisecraft.images.training import build_dataset
+
+    with pytest.raises(ValueError, match="^the digits dataset is grey: use channels=1"):
+        build_dataset(train_config("digits", channels=3))
+    with pytest.raises(ValueError, match="^the shapes world is RGB: use channels=3"):
+        build_dataset(train_config("shapes", channels=1))
+    with pytest.raises(ValueError, match="^'world' settings only apply to data='shapes', not 'digits:train'$"):
+        build_dataset(train_config("digits:train", world={"resolution": 16}))
+
+
+@pytest.mark.parametrize("resolution", [0, -8, 16.0, True, "16"])
+def test_resolution_must_be_a_positive_integer(tmp_path, resolution):
+    """0 used to fall back to the default size for digits and shapes; now every source refuses it."""
+    write_image(tmp_path / "a.png")
+    for data in ("digits", "shapes", tmp_path):
+        with pytest.raises(DataError, match=r"^resolution must be a positive integer \(pixels per side\) or unset, "
+                                            rf"got {re.escape(repr(resolution))}$"):
+            build_image_data(train_config(data, resolution=resolution))
+
+
+def test_a_new_data_source_is_one_registration(monkeypatch):
+    monkeypatch.setattr(image_data, "_IMAGE_DATA", dict(image_data._IMAGE_DATA))  # leave the real table alone
+    register_image_data("zeros", lambda config: TensorImageDataset(torch.zeros(2, 1, 4, 6)))
+    assert image_data_names() == ["digits", "shapes", "zeros"]
+    assert item_shape(build_image_data(train_config("zeros"))) == (1, 4, 6)
+    with pytest.raises(ValueError, match="image data 'digits' is already registered"):
+        register_image_data("digits", lambda config: None)
+    with pytest.raises(ValueError, match="hold no ':' or path separator"):
+        register_image_data("digits:all", lambda config: None)

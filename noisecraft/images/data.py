@@ -1,4 +1,5 @@
-"""Image datasets: folders of image files and scikit-learn's bundled 8x8 digits.
+"""Image datasets: folders of image files and scikit-learn's bundled 8x8 digits, and the registry of training data
+names (``"digits"``, ``"shapes"``, or an image folder path) behind ``ImageTrainConfig.data``.
 
 Every dataset yields the same item format, so ``torch.utils.data.default_collate`` batches them directly::
 
@@ -22,7 +23,7 @@ import inspect
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,14 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageFolderDataset",
     "TensorImageDataset",
+    "build_image_data",
+    "check_resolution",
+    "data_suffix",
     "digits_dataset",
+    "image_data_names",
+    "item_shape",
     "load_dataset",
+    "register_image_data",
     "random_hflip",
     "export_image_folder",
 ]
@@ -54,9 +61,23 @@ class DataError(ValueError):
     """A dataset cannot be built from what is on disk; the message says what is wrong and how to fix it."""
 
 
+def check_resolution(resolution: Any) -> None:
+    """``resolution`` is None (the data's own size) or a positive pixel count; 0 must not mean "the default"."""
+    if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1):
+        raise DataError(f"resolution must be a positive integer (pixels per side) or unset, got {resolution!r}")
+
+
+def item_shape(dataset: Dataset) -> tuple[int, ...]:
+    """The ``(C, H, W)`` of ``dataset``'s images: its ``shape`` attribute, else that of its first item (datasets
+    from outside this module, such as the shapes world, need not declare one)."""
+    shape = getattr(dataset, "shape", None)
+    return tuple(shape) if shape is not None else tuple(dataset[0]["image"].shape)
+
+
 class _ImageItems(Dataset):
     """The item format and attributes shared by all image datasets (see the module docstring)."""
 
+    shape: tuple[int, int, int]  # (C, H, W) of every item's image; height and width may differ
     class_names: list[str]
     labels: list[int] | None
     captions: list[str] | None
@@ -109,8 +130,7 @@ class ImageFolderDataset(_ImageItems):
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
         in_memory: bool = True,
     ):
-        if resolution is not None and (not isinstance(resolution, int) or resolution < 1):
-            raise DataError(f"resolution must be a positive integer or None, got {resolution!r}")
+        check_resolution(resolution)
         if channels not in (1, 3):
             raise DataError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
         self.root = Path(root)
@@ -220,8 +240,7 @@ def digits_dataset(resolution: int | None = 16, split: str = "all", seed: int = 
 
     if split not in ("all", "train", "test"):
         raise DataError(f"split must be 'all', 'train' or 'test', got {split!r}")
-    if resolution is not None and (not isinstance(resolution, int) or resolution < 1):
-        raise DataError(f"resolution must be a positive integer or None, got {resolution!r}")
+    check_resolution(resolution)
     digits = load_digits()
     images = torch.from_numpy(digits.images).to(torch.float32)[:, None] / 16.0 * 2.0 - 1.0
     if resolution is not None and resolution != images.shape[-1]:
@@ -258,6 +277,88 @@ def load_dataset(spec: str | os.PathLike, **options: Any) -> Dataset:
             f"it accepts {', '.join(name for name in accepted if name != 'root')}"
         )
     return factory(**options) if factory is digits_dataset else factory(spec, **options)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training data by name: ImageTrainConfig.data -> dataset. A table instead of branches, so a new data source is one
+# register_image_data call and the "unknown data" error lists exactly what exists.
+
+ImageDataBuilder = Callable[[Any], Dataset]
+_IMAGE_DATA: dict[str, ImageDataBuilder] = {}
+
+
+def register_image_data(name: str, builder: ImageDataBuilder) -> None:
+    """Make ``data=name`` (and ``name:suffix``) mean ``builder(config)``.
+
+    ``config`` is the run's ``ImageTrainConfig`` (``data``, ``resolution`` -- already checked --, ``channels``,
+    ``random_flip``, ``skip_bad``, ``world``, ``num_examples``, ``train``); the builder reads its own ``:suffix``
+    from ``config.data`` with :func:`data_suffix`. Names hold no ``:`` or ``/``: those tell suffixes and folder
+    paths apart from names. Registering a name twice is an error rather than a silent replacement.
+    """
+    if not name or any(char in name for char in {":", "/", os.sep}):
+        raise ValueError(f"a data name must be non-empty and hold no ':' or path separator, got {name!r}")
+    if name in _IMAGE_DATA:
+        raise ValueError(f"image data {name!r} is already registered")
+    _IMAGE_DATA[name] = builder
+
+
+def image_data_names() -> list[str]:
+    """Registered data names, sorted (an image folder path is accepted besides these)."""
+    return sorted(_IMAGE_DATA)
+
+
+def build_image_data(config: Any) -> Dataset:
+    """The training dataset of ``config.data``: a registered name (before any ``:suffix``), else an image folder.
+
+    Anything with a path separator is taken as a folder, so a mistyped path reports "no such directory"; a bare
+    unknown word is more likely a misspelt name, so its error lists the names.
+    """
+    check_resolution(config.resolution)
+    data = str(config.data)
+    name = data.partition(":")[0]
+    if name in _IMAGE_DATA:
+        return _IMAGE_DATA[name](config)
+    if Path(data).is_dir() or any(separator in data for separator in {"/", os.sep}):
+        return _folder_data(config)
+    raise DataError(f"unknown data {data!r}: use one of {', '.join(image_data_names())}, or an image folder path; "
+                    f"no folder named {data!r} exists")
+
+
+def data_suffix(data: str, choices: Sequence[str]) -> str:
+    """The ``:suffix`` of ``data`` (``"digits:train"`` -> ``"train"``, ``"digits"`` -> ``""``), one of ``choices``."""
+    name, _, suffix = data.partition(":")
+    if suffix not in choices:
+        forms = ", ".join(f"{name}:{choice}" if choice else name for choice in choices)
+        raise DataError(f"unknown data {data!r}: use {forms}")
+    return suffix
+
+
+def _digits_data(config: Any) -> TensorImageDataset:
+    split = data_suffix(config.data, ("", "train", "test", "all")) or "all"
+    if config.channels not in (None, 1):
+        raise DataError("the digits dataset is grey: use channels=1 (or leave it unset)")
+    return digits_dataset(resolution=config.resolution or 16, split=split)
+
+
+def _shapes_data(config: Any) -> Dataset:
+    """The procedural shapes world; imported here because ``noisecraft.shapes`` pulls in its analyzer (scipy)."""
+    from noisecraft.shapes.world import ShapesDataset, ShapesWorldConfig
+
+    data_suffix(config.data, ("",))
+    if config.channels not in (None, 3):
+        raise DataError("the shapes world is RGB: use channels=3 (or leave it unset)")
+    world = ShapesWorldConfig.from_dict({"resolution": config.resolution or 32, **config.world})
+    return ShapesDataset(config.num_examples, seed=config.train.get("seed", 0), config=world)
+
+
+def _folder_data(config: Any) -> ImageFolderDataset:
+    channels = 3 if config.channels is None else config.channels  # not `or 3`: channels=0 must fail, not mean RGB
+    return ImageFolderDataset(config.data, resolution=config.resolution, channels=channels,
+                              random_flip=config.random_flip, skip_bad=config.skip_bad)
+
+
+register_image_data("digits", _digits_data)
+register_image_data("shapes", _shapes_data)
 
 
 def random_hflip(images: torch.Tensor, *, generator: torch.Generator | None, probability: float = 0.5) -> torch.Tensor:

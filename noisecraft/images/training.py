@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from noisecraft.diffusion.config import DiffusionConfig
-from noisecraft.images.data import load_dataset
+from noisecraft.images.data import build_image_data
 from noisecraft.images.pipeline import ImageDiffusionModel, ImageModelSpec, ImagePipeline, make_loss_fn, make_spec
 from noisecraft.nets.unet import unet_config
-from noisecraft.shapes.world import ShapesDataset, ShapesWorldConfig, vocabulary
+from noisecraft.shapes.world import vocabulary
 from noisecraft.text.encoders import (TextEncoder, is_trainable, make_text_encoder, shared_text_encoder,
                                       split_words)
 from noisecraft.training.checkpoint import load_weights, read_config
@@ -65,19 +65,14 @@ class ImageTrainConfig:
 
 
 def build_dataset(config: ImageTrainConfig):
-    if config.data == "shapes":
-        if config.channels not in (None, 3):
-            raise ValueError("the shapes world is RGB: use channels=3 (or leave it unset)")
-        world = ShapesWorldConfig.from_dict({"resolution": config.resolution or 32, **config.world})
-        return ShapesDataset(config.num_examples, seed=config.train.get("seed", 0), config=world)
-    if config.world:
+    """The training data of ``config.data`` through the image data registry (``noisecraft.images.data``).
+
+    ``world`` is checked here because it is a training-config field that only the shapes world reads; a setting
+    nothing reads would otherwise be silently ignored.
+    """
+    if config.world and config.data != "shapes":
         raise ValueError(f"'world' settings only apply to data='shapes', not {config.data!r}")
-    if config.data.partition(":")[0] == "digits":  # "digits", "digits:train", "digits:test"
-        if config.channels not in (None, 1):
-            raise ValueError("the digits dataset is grey: use channels=1 (or leave it unset)")
-        return load_dataset(config.data, resolution=config.resolution or 16)
-    return load_dataset(config.data, resolution=config.resolution, channels=config.channels or 3,
-                        random_flip=config.random_flip, skip_bad=config.skip_bad)
+    return build_image_data(config)
 
 
 def build_diffusion(config: ImageTrainConfig, *, conditional: bool) -> DiffusionConfig:
@@ -228,3 +223,11 @@ def train_images(config: ImageTrainConfig | dict, *, resume: bool = False, progr
                       config.out_dir, model_config=spec.to_dict(),
                       sample_fn=make_sample_hook(steps=config.sample_steps, prompts=prompts), progress=progress)
     return trainer.fit(resume=resume)
+
+
+def make_tiny_model(out_dir: str | Path) -> Path:
+    """A tiny class-conditional digits model (8x8, two training steps; seconds): for the contract test."""
+    train_images({"data": "digits", "out_dir": str(out_dir), "resolution": 8, "preset": "tiny", "sample_steps": 2,
+                  "train": {"steps": 2, "batch_size": 8, "checkpoint_every": 0, "sample_every": 0, "log_every": 1}},
+                 progress=False)
+    return Path(out_dir)

@@ -1,6 +1,7 @@
-"""Image networks: a 2-D diffusion U-Net with class embedding and cross-attention, plus size presets."""
+"""Diffusion networks by name (registry.py) and the built-in 2-D U-Net with its size presets (unet.py)."""
 
 from .embeddings import FourierEmbedding, PositionalEmbedding
+from .registry import build_network, network_config, network_names, register_network
 from .unet import PRESETS, UNet2D, UNetConfig, count_parameters, unet_config
 
 __all__ = [
@@ -9,6 +10,10 @@ __all__ = [
     "PositionalEmbedding",
     "UNet2D",
     "UNetConfig",
+    "build_network",
     "count_parameters",
+    "network_config",
+    "network_names",
+    "register_network",
     "unet_config",
 ]
