@@ -220,3 +220,61 @@ def test_config_from_dict_rejects_unknown_keys_and_accepts_a_schedule_object():
     config = DiffusionConfig(vp_schedule=VPSchedule.linear(num_steps=50), train_sigma="vp_timestep")
     assert config.vp_schedule == {"kind": "linear", "num_steps": 50, "beta_start": 1e-4, "beta_end": 0.02}
     assert math.isclose(config.vp.sigma_max, VPSchedule.linear(num_steps=50).sigma_max)
+
+
+# --- weight_mask: a weighted mean over elements ---
+
+
+def elementwise_denoiser(x, sigma):
+    """Acts on each element alone, so padded elements cannot reach real ones through the network."""
+    return torch.tanh(x) / (1 + sigma.reshape(-1, *[1] * (x.ndim - 1)))
+
+
+def test_weight_mask_padded_points_cannot_change_the_loss():
+    """Point clouds [B, N, 3] padded to N = 6: the masked loss of each example is the plain loss of its real points."""
+    g = gen(12)
+    lengths = [6, 4, 1, 0]
+    x0 = torch.randn(4, 6, 3, generator=g, dtype=torch.float64)
+    noise = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    sigma = torch.tensor([0.1, 0.5, 2.0, 7.0], dtype=torch.float64)
+    mask = (torch.arange(6)[None, :] < torch.tensor(lengths)[:, None]).unsqueeze(-1)  # [B, N, 1]
+    padded = ~mask.expand_as(x0)
+    garbage_x0 = torch.where(padded, 1e6 * torch.randn(x0.shape, generator=g, dtype=torch.float64), x0)
+    garbage_noise = torch.where(padded, -3e5, noise)
+    loss = denoising_loss(elementwise_denoiser, x0, sigma, "edm", noise=noise, weight_mask=mask)
+    garbage = denoising_loss(elementwise_denoiser, garbage_x0, sigma, "edm", noise=garbage_noise, weight_mask=mask)
+    assert torch.equal(loss, garbage)
+    for b, n in enumerate(lengths[:-1]):
+        alone = denoising_loss(elementwise_denoiser, x0[b : b + 1, :n], sigma[b], "edm", noise=noise[b : b + 1, :n])
+        torch.testing.assert_close(loss[b : b + 1], alone, rtol=1e-12, atol=0)
+    assert loss[3] == 0  # an example with no real element costs nothing (and is not NaN)
+    unmasked = denoising_loss(elementwise_denoiser, garbage_x0, sigma, "edm", noise=garbage_noise)
+    assert (unmasked[1:3] > 1e3 * loss[1:3]).all()  # without the mask the garbage dominates
+
+
+def test_weight_mask_of_ones_is_the_unmasked_loss_and_weights_are_a_weighted_mean():
+    x0, noise, _, denoiser = setup_batch()
+    plain = denoising_loss(denoiser, x0, SIGMA, "eps", noise=noise)
+    ones = denoising_loss(denoiser, x0, SIGMA, "eps", noise=noise, weight_mask=torch.ones(len(SIGMA), 6))
+    torch.testing.assert_close(ones, plain, rtol=0, atol=1e-7 * plain.abs().max().item())
+    broadcast = denoising_loss(denoiser, x0, SIGMA, "eps", noise=noise, weight_mask=torch.ones(1, 1, dtype=torch.bool))
+    torch.testing.assert_close(broadcast, plain, rtol=0, atol=1e-7 * plain.abs().max().item())
+    w = torch.rand(len(SIGMA), 6, generator=gen(13), dtype=torch.float64)  # [B, D] e.g. missing values = 0
+    w[:, 0] = 0
+    err2 = (denoiser(x0 + SIGMA[:, None] * noise, SIGMA) - x0).square()
+    expected = SIGMA.pow(-2) * (w * err2).sum(1) / w.sum(1)
+    torch.testing.assert_close(denoising_loss(denoiser, x0, SIGMA, "eps", noise=noise, weight_mask=w), expected)
+    with pytest.raises(ValueError, match="does not broadcast"):
+        denoising_loss(denoiser, x0, SIGMA, "eps", noise=noise, weight_mask=torch.ones(len(SIGMA), 5))
+
+
+def test_config_loss_passes_the_weight_mask():
+    config = DiffusionConfig.edm()
+    x0 = torch.randn(8, 5, 2, generator=gen(14))
+    mask = torch.ones(8, 5, 1)
+    mask[:, 3:] = 0
+    garbage = torch.where(mask.bool(), x0, 1e4)
+    a = config.loss(elementwise_denoiser, x0, generator=gen(15), weight_mask=mask)
+    b = config.loss(elementwise_denoiser, garbage, generator=gen(15), weight_mask=mask)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(config.loss(elementwise_denoiser, garbage, generator=gen(15)), a)

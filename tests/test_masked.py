@@ -7,7 +7,14 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from noisecraft.diffusion.masked import MaskSchedule, mask_tokens, masked_diffusion_loss, sample_masked, sample_t
+from noisecraft.diffusion.masked import (
+    MaskSchedule,
+    mask_tokens,
+    masked_diffusion_loss,
+    sample_masked,
+    sample_t,
+    unmask_step,
+)
 
 V = 3
 MASK = V
@@ -286,3 +293,129 @@ def test_sampler_input_errors():
     with pytest.raises(ValueError, match="x_init has mask_id at keep_mask"):
         sample_masked(true, (1, 2), steps=2, mask_id=MASK, x_init=torch.tensor([[MASK, 0]]),
                       keep_mask=torch.tensor([[True, False]]))
+
+
+# --- conditioning, exact token draws at masked positions only, caching, no host sync in the loss ---
+
+
+def test_condition_keywords_reach_logits_fn_in_loss_and_sampler():
+    """A 'model' that copies a condition tensor: the loss is 0 iff the condition is the data, and sampling copies it."""
+    seen = []
+
+    def copy_condition(xt, t, *, target, scale):
+        seen.append(scale)
+        return 50.0 * torch.nn.functional.one_hot(target, V).float()
+
+    x0 = torch.randint(0, V, (64, 5), generator=torch.Generator().manual_seed(30))
+    loss = masked_diffusion_loss(copy_condition, x0, mask_id=MASK, target=x0, scale=1, t=0.9)
+    assert loss.max() < 1e-18 and seen == [1]
+    assert masked_diffusion_loss(copy_condition, x0, mask_id=MASK, target=(x0 + 1) % V, scale=2, t=0.9).min() > 1
+    x = sample_masked(copy_condition, (64, 5), steps=4, mask_id=MASK, target=x0, scale=3,
+                      generator=torch.Generator().manual_seed(31))
+    assert torch.equal(x, x0) and seen[-1] == 3
+
+
+KNOWN_LOGITS = torch.tensor([2.0, 0.5, -1.0, 1.5, -6.0, 0.0])  # the -6.0 token has probability ~1e-3
+
+
+def draw_many(logits, n, temperature=1.0, strategy="ancestral", seed=32):
+    """n tokens from one row of logits: n masked positions revealed with probability 1 (t -> s = 0)."""
+    x = torch.full((n // 1000, 1000), len(logits))  # mask_id = V, no mask logit
+    step = unmask_step(logits.expand(*x.shape, len(logits)), x, t=0.5, s=0.0, schedule="linear", mask_id=len(logits),
+                       generator=torch.Generator().manual_seed(seed), temperature=temperature, strategy=strategy)
+    return step.reshape(-1)
+
+
+@pytest.mark.parametrize("temperature, dtype, chunk", [(1.0, torch.float32, None), (0.5, torch.float32, None),
+                                                       (1.0, torch.bfloat16, None), (2.0, torch.float64, None),
+                                                       (1.0, torch.float32, 6 * 997)])
+def test_drawn_tokens_follow_the_tempered_softmax(temperature, dtype, chunk, monkeypatch):
+    if chunk is not None:  # many chunks of 997 rows: chunking must not change the distribution
+        monkeypatch.setattr("noisecraft.diffusion.masked._CHUNK_ELEMENTS", chunk)
+    logits = KNOWN_LOGITS.to(dtype)
+    n = 200_000
+    counts = torch.bincount(draw_many(logits, n, temperature), minlength=len(logits)).double()
+    expected = (logits.double() / temperature).softmax(0) * n  # bf16: the softmax of the rounded logits
+    assert chisquare(counts, expected).pvalue > 1e-3
+    assert ((counts - expected).abs() <= 5 * expected.sqrt() + 1).all()
+
+
+@pytest.mark.parametrize("strategy", ["ancestral", "random", "confidence"])
+def test_zero_temperature_draws_the_argmax_and_zero_probability_tokens_never(strategy):
+    logits = KNOWN_LOGITS.clone()
+    assert (draw_many(logits, 4000, temperature=0.0, strategy=strategy) == 0).all()
+    logits[0] = -math.inf  # a token the model rules out (like an absent category) is never drawn
+    tokens = draw_many(logits, 20_000, strategy=strategy)
+    assert (tokens != 0).all() and (tokens < len(logits)).all()
+
+
+class RecordSoftmax(torch.overrides.TorchFunctionMode):
+    """Records the input shape and dtype of every softmax-like call (log_softmax, softmax, cumsum)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in ("log_softmax", "softmax", "cumsum", "logsumexp"):
+            self.calls.append((name, tuple(args[0].shape), args[0].dtype))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("strategy", ["ancestral", "random", "confidence"])
+def test_unmask_step_normalises_only_masked_rows_in_the_logits_dtype(strategy):
+    vocab = 50
+    x = torch.randint(0, vocab, (4, 64), generator=torch.Generator().manual_seed(33))
+    x[:, ::8] = vocab  # 32 masked positions of 256
+    logits = torch.randn(4, 64, vocab, generator=torch.Generator().manual_seed(34)).bfloat16()
+    with RecordSoftmax() as mode:
+        out = unmask_step(logits, x, t=0.6, s=0.3, schedule="linear", mask_id=vocab, strategy=strategy,
+                          generator=torch.Generator().manual_seed(35))
+    assert mode.calls and all(len(shape) == 2 and shape[0] <= 32 for _, shape, _ in mode.calls), mode.calls
+    assert all(dtype == torch.float32 for *_, dtype in mode.calls)  # bf16 rows upcast to float32, never float64
+    kept = x != vocab
+    assert torch.equal(out[kept], x[kept]) and (out[~kept] != vocab).any()
+
+
+def test_cache_skips_the_network_when_no_token_was_revealed():
+    joint = random_joint(3, seed=36)
+    product = independent_joint(torch.stack([marginal(joint, [d]).reshape(-1) for d in range(3)]))
+    true = posterior_fn(product)  # independent positions: the posterior ignores t (and the other tokens)
+    calls = {"n": 0}
+
+    def counted(xt, t):
+        calls["n"] += 1
+        return true(xt, t)
+
+    def run(cache):
+        calls["n"] = 0
+        x = sample_masked(counted, (4, 3), steps=64, schedule="linear", mask_id=MASK, cache=cache,
+                          generator=torch.Generator().manual_seed(37))
+        return x, calls["n"]
+
+    (plain, plain_calls), (cached, cached_calls) = run(False), run(True)
+    assert torch.equal(plain, cached)
+    assert cached_calls < plain_calls / 2  # 64 steps but at most 12 tokens to reveal
+
+
+def test_loss_without_validation_compiles_to_one_graph():
+    """validate=False leaves no Python branch on tensor values: dynamo traces the loss with fullgraph=True."""
+    table = torch.randn(V + 1, V, generator=torch.Generator().manual_seed(38))
+
+    def logits_fn(xt, t):
+        return table[xt] * t[:, None, None]
+
+    def loss(x0, validate):
+        return masked_diffusion_loss(logits_fn, x0, mask_id=MASK, validate=validate)
+
+    x0 = torch.randint(0, V, (8, 5), generator=torch.Generator().manual_seed(39))
+    torch._dynamo.reset()
+    compiled = torch.compile(loss, backend="eager", fullgraph=True)
+    assert compiled(x0, False).shape == (8,)
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="(?i)data-dependent|graph break|unsupported|item"):
+        torch.compile(loss, backend="eager", fullgraph=True)(x0, True)  # the checks read values on the host
+    torch._dynamo.reset()
+    with pytest.raises(ValueError, match="token ids"):
+        loss(torch.full_like(x0, MASK), True)

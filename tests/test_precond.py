@@ -127,3 +127,58 @@ def test_batch_sigma_promotes_to_float32_or_wider():
     assert batch_sigma(1.0, torch.zeros(2, dtype=torch.float16)).dtype == torch.float32
     assert batch_sigma(1.0, torch.zeros(2, dtype=torch.float64)).dtype == torch.float64
     assert EDMPrecond(Oracle(None)).sigma_max == math.inf
+
+
+class TupleOracle(Oracle):
+    """A raw network that also returns auxiliary outputs from the same call: (F, *aux)."""
+
+    def __init__(self, target, *aux):
+        super().__init__(target)
+        self.aux = aux
+
+    def forward(self, x_in, c_noise, **cond):
+        return super().forward(x_in, c_noise, **cond), *self.aux
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda net: EDMPrecond(net, sigma_data=0.5), lambda net: VPEpsPrecond(net, VPSchedule.linear()),
+     lambda net: VPredPrecond(net, sigma_data=0.7)],
+    ids=["edm", "vp_eps", "v"],
+)
+def test_auxiliary_outputs_pass_through_and_D_is_unchanged(make):
+    sigma = VPSchedule.linear().sigmas[[3, 100, 700, 999]]
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(8), dtype=torch.float64) * 3
+    F = torch.randn(4, 5, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    logits, extra = torch.randn(4, 2, 7), {"anything": 1}
+    plain = make(Oracle(F))(x, sigma, class_labels=torch.tensor([0, 1, 2, 3]))
+    out = make(TupleOracle(F, logits, extra))(x, sigma, class_labels=torch.tensor([0, 1, 2, 3]))
+    assert isinstance(plain, torch.Tensor) and isinstance(out, tuple) and len(out) == 3
+    assert torch.equal(out[0], plain)
+    assert out[1] is logits and out[2] is extra
+    single = make(TupleOracle(F))(x, sigma)  # a 1-tuple gives a 1-tuple
+    assert isinstance(single, tuple) and len(single) == 1 and torch.equal(single[0], plain)
+    with pytest.raises(ValueError, match="first entry"):
+        make(TupleOracle(F[:, :3], logits))(x, sigma)
+
+
+def test_tabular_denoiser_is_the_engine_precond_with_logits():
+    from noisecraft.tabular.diffusion import TabularDenoiser
+
+    class JointNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(3, 3)
+
+        def forward(self, x_in, c_noise, *, tokens, given, x_given):
+            return self.linear(x_in) * c_noise[:, None], tokens.float() + given.sum()
+
+    net = JointNet()
+    denoiser = TabularDenoiser(net, sigma_data=1.0)
+    assert all(key.startswith("precond.net.") for key in denoiser.state_dict())  # saved folders keep loading
+    x, sigma, tokens = torch.randn(2, 3), torch.tensor([0.3, 5.0]), torch.tensor([[1, 2], [0, 4]])
+    D, logits = denoiser(x, sigma, tokens=tokens, given=torch.zeros(2, 3), x_given=torch.zeros(2, 3))
+    c_skip, c_out, c_in = 1 / (1 + sigma**2), sigma / (1 + sigma**2).sqrt(), (1 + sigma**2).rsqrt()
+    expected = c_skip[:, None] * x + c_out[:, None] * net.linear(c_in[:, None] * x) * (sigma.log() / 4)[:, None]
+    torch.testing.assert_close(D, expected)
+    assert torch.equal(logits, tokens.float())

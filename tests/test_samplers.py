@@ -189,3 +189,73 @@ def test_bad_inputs_raise(mixture):
         samplers.sample_dpmpp_2m_sde(mixture.denoiser, x, sigmas, solver_type="rk4")
     with pytest.raises(ValueError, match="eta"):
         samplers.sample_dpmpp_3m_sde(mixture.denoiser, x, sigmas, eta=-1.0)
+
+
+# --- the noise hook ---
+
+NOISY = {**STOCHASTIC, "euler": {"s_churn": 20.0}, "ddim": {"eta": 0.5}, "dpmpp_2m_sde_heun": {"solver_type": "heun"}}
+
+
+def _get(name):
+    return samplers.get_sampler(name.removesuffix("_heun"))
+
+
+@pytest.mark.parametrize("name, options", NOISY.items())
+def test_default_noise_is_randn_from_the_generator_in_order(mixture, name, options):
+    """noise_sampler=None is bit-identical to a hook that draws torch.randn from the same generator."""
+    noise = torch.randn(8, 3, generator=torch.Generator().manual_seed(8))
+    sigmas = schedules.karras(10, 0.002, 80.0)
+    default = _sample(name.removesuffix("_heun"), mixture, noise, sigmas, seed=11, **options)
+    g = torch.Generator().manual_seed(11)
+    calls = []
+
+    def randn(sigma, sigma_next):
+        calls.append((sigma, sigma_next))
+        return torch.randn(noise.shape, generator=g)
+
+    hooked = _get(name)(mixture.denoiser, noise * sigmas[0], sigmas, noise_sampler=randn, **options)
+    assert calls and torch.equal(default, hooked)
+
+
+def com_free_noise(shape, generator):
+    def noise_sampler(sigma, sigma_next):
+        z = torch.randn(shape, generator=generator, dtype=torch.float64)
+        return z - z.mean(1, keepdim=True)
+
+    return noise_sampler
+
+
+@pytest.mark.parametrize("name, options", NOISY.items())
+def test_centre_of_mass_free_noise_keeps_point_clouds_centred(name, options):
+    """x = [B, N, 3] points; D(x) = x / (1 + sigma^2) (the ideal denoiser of N(0, I) data) scales the centre of mass
+    but never creates one, so a centred start and centred noise give centred samples; default noise does not."""
+    shape, sigmas = (16, 5, 3), schedules.karras(12, 0.002, 80.0)
+    start = com_free_noise(shape, torch.Generator().manual_seed(1))(0, 0) * sigmas[0]
+
+    def denoiser(x, sigma):
+        return x / (1 + sigma.reshape(-1, 1, 1) ** 2)
+
+    centred = _get(name)(denoiser, start, sigmas, noise_sampler=com_free_noise(shape, torch.Generator().manual_seed(2)),
+                         **options)
+    assert centred.mean(1).abs().max() < 1e-5 and centred.std() > 0.1
+    default = _get(name)(denoiser, start, sigmas, generator=torch.Generator().manual_seed(2), **options)
+    assert default.mean(1).abs().max() > 1e-2
+
+
+def test_noise_sampler_gets_the_step_sigmas():
+    sigmas = schedules.karras(4, 0.002, 80.0)
+    calls = []
+
+    def record(sigma, sigma_next):
+        calls.append((sigma, sigma_next))
+        return torch.zeros(2, 3, dtype=torch.float64)
+
+    x = torch.ones(2, 3, dtype=torch.float64)
+    samplers.sample_euler_ancestral(lambda x, s: 0 * x, x, sigmas, noise_sampler=record)  # none at sigma = 0
+    assert sum(calls, ()) == pytest.approx(sum([(sigmas[i].item(), sigmas[i + 1].item()) for i in range(3)], ()))
+    calls.clear()
+    samplers.sample_euler(lambda x, s: 0 * x, x, sigmas, noise_sampler=record, s_churn=1.0)
+    gamma = min(1.0 / 4, math.sqrt(2) - 1)
+    assert sum(calls, ()) == pytest.approx(sum([(s, s * (1 + gamma)) for s in sigmas[:-1].tolist()], ()))  # sigma_hat
+    with pytest.raises(ValueError, match="noise_sampler"):
+        samplers.sample_ddpm(lambda x, s: 0 * x, x, sigmas, noise_sampler=lambda s, t: torch.zeros(2))

@@ -35,6 +35,7 @@ from noisecraft.diffusion.samplers import (
     sample_lms,
     sample_unipc,
 )
+from noisecraft.diffusion.sampling_core import default_noise_sampler
 from noisecraft.diffusion.schedules import SCHEDULES, get_schedule, karras
 from noisecraft.diffusion.vp import VPSchedule
 
@@ -74,6 +75,7 @@ __all__ = [
     "sample_heun",
     "sample_lms",
     "sample_unipc",
+    "default_noise_sampler",
     "SCHEDULES",
     "get_schedule",
     "karras",

@@ -148,9 +148,13 @@ class DiffusionConfig:
         x0: Tensor,
         generator=None,
         null_cond: dict[str, Tensor] | None = None,
+        weight_mask: Tensor | None = None,
         **cond,
     ) -> Tensor:
         """Per-example training loss `[B]`: sigma ~ p(sigma), then `denoising_loss` with this weighting.
+
+        `weight_mask` (broadcastable to x0, e.g. 0 on padding) makes it a weighted mean over elements; see
+        `denoising_loss`.
 
         With cond_drop_prob > 0 and a condition, `null_cond` (one example's "no condition" values, e.g.
         {"class_labels": torch.tensor(num_classes)}) replaces each example's condition with that probability.
@@ -161,7 +165,8 @@ class DiffusionConfig:
                                  f"of each condition key {sorted(cond)}.")
             cond = drop_condition(cond, null_cond, self.cond_drop_prob, generator)
         sigma = self.sigma_sampler()(x0.shape[0], generator, x0.device)
-        return denoising_loss(denoiser, x0, sigma, self.loss_weight(), generator=generator, **cond)
+        return denoising_loss(denoiser, x0, sigma, self.loss_weight(), generator=generator,
+                              weight_mask=weight_mask, **cond)
 
     def sampling_sigmas(self, n: int, schedule: str = "karras", **opts) -> Tensor:
         """n + 1 descending sigmas from sigma_max to sigma_min, then 0, from `schedules.get_schedule(schedule)`.

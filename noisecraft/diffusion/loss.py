@@ -151,12 +151,16 @@ def denoising_loss(
     *,
     noise: Tensor | None = None,
     generator: torch.Generator | None = None,
+    weight_mask: Tensor | None = None,
     **cond,
 ) -> Tensor:
     """Per-example loss `[B]` of EDM eq. 2: lambda(sigma) * mean over non-batch dims of (D(x0 + sigma n; sigma) - x0)^2.
 
     `weighting` is a name from WEIGHTINGS (default options) or a function sigma `[B]` -> weights `[B]`.
     `noise` fixes n (shape of x0); otherwise n ~ N(0, I) is drawn with `generator`.
+    `weight_mask` (bool or float, broadcastable to x0: `[B, N, 1]` for padded points, `[B, D]` for missing values)
+    turns the mean into the weighted mean sum(w * err^2) / sum(w) over the non-batch elements of x0; elements with
+    w = 0 cannot change the loss (even if x0 or D are NaN there), and an example with no weight at all costs 0.
     """
     weight = get_weighting(weighting) if isinstance(weighting, str) else weighting
     sigma = batch_sigma(sigma, x0)
@@ -165,6 +169,25 @@ def denoising_loss(
     elif noise.shape != x0.shape:
         raise ValueError(f"noise has shape {tuple(noise.shape)} but x0 has {tuple(x0.shape)}; they must match.")
     x = x0 + append_dims(sigma, x0.ndim) * noise
-    squared_error = (denoiser(x, sigma, **cond) - x0).square().flatten(1).mean(1)
+    error = denoiser(x, sigma, **cond) - x0
+    if weight_mask is None:
+        squared_error = error.square().flatten(1).mean(1)
+    else:
+        w = _broadcast_weight_mask(weight_mask, x0).to(error.dtype)
+        error = torch.where(w != 0, error, 0.0)  # a where, not a product: 0 * NaN garbage would still be NaN
+        total = w.flatten(1).sum(1)
+        squared_error = (w * error.square()).flatten(1).sum(1) / total.clamp(min=torch.finfo(total.dtype).tiny)
     return weight(sigma) * squared_error
 
+
+def _broadcast_weight_mask(weight_mask: Tensor, x0: Tensor) -> Tensor:
+    """`weight_mask` expanded to x0's shape (a view), or a ValueError if it does not broadcast to it."""
+    if not isinstance(weight_mask, Tensor):
+        raise TypeError(f"weight_mask must be a tensor; got {type(weight_mask).__name__}.")
+    try:
+        if torch.broadcast_shapes(weight_mask.shape, x0.shape) != x0.shape:
+            raise RuntimeError
+    except RuntimeError:
+        raise ValueError(f"weight_mask has shape {tuple(weight_mask.shape)}, which does not broadcast to x0's "
+                         f"{tuple(x0.shape)} (e.g. use [B, N, 1] for per-point masks).") from None
+    return weight_mask.to(x0.device).expand(x0.shape)

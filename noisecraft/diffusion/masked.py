@@ -3,7 +3,8 @@ masked diffusion language models").
 
 Tokens are integer tensors `[B, ...]` over a vocabulary {0, ..., V-1} plus one absorbing `mask_id` (usually V).
 Forward process: each token independently stays itself with probability alpha(t) and becomes `mask_id` otherwise,
-alpha(0) = 1, alpha(1) ~ 0. A model `logits_fn(x_t, t) -> [B, ..., V]` predicts x0 at every position; with the SUBS
+alpha(0) = 1, alpha(1) ~ 0. A model `logits_fn(x_t, t, **cond) -> [B, ..., V]` predicts x0 at every position
+(`cond`: the extra keyword arguments of `masked_diffusion_loss` / `sample_masked`, passed through); with the SUBS
 parameterization of MDLM it never predicts the mask ("zero masking": the mask logit, if present, is
 dropped) and unmasked tokens are carried over unchanged ("carry-over unmasking"), so only masked positions are
 scored and re-sampled. Shared by the text, molecule and tabular-categorical modalities.
@@ -21,7 +22,7 @@ from torch import Tensor
 from noisecraft.diffusion.loss import draw
 from noisecraft.diffusion.precond import append_dims
 
-LogitsFn = Callable[[Tensor, Tensor], Tensor]
+LogitsFn = Callable[..., Tensor]  # logits_fn(x_t, t, **cond) -> [B, ..., V]
 
 SCHEDULE_NAMES = ("linear", "cosine", "loglinear")
 SAMPLING_STRATEGIES = ("ancestral", "random", "confidence")
@@ -100,12 +101,14 @@ def mask_tokens(
     generator: torch.Generator | None = None,
     *,
     keep_mask: Tensor | None = None,
+    validate: bool = True,
 ) -> Tensor:
     """Sample the absorbing forward process q(x_t | x0): each token becomes `mask_id` with prob 1 - alpha(t).
 
-    Positions where `keep_mask` is True are never masked (e.g. a prompt the model conditions on).
+    Positions where `keep_mask` is True are never masked (e.g. a prompt the model conditions on). `validate=False`
+    skips the check of the token values (a host synchronisation).
     """
-    _check_tokens(x0, mask_id, "x0")
+    _check_tokens(x0, mask_id, "x0", values=validate)
     t = _batch_t(t, x0)
     p_mask = append_dims(1 - as_mask_schedule(schedule).alpha(t), x0.ndim)
     masked = draw(torch.rand, x0.shape, generator=generator, device=x0.device) < p_mask
@@ -126,6 +129,8 @@ def masked_diffusion_loss(
     t: float | Tensor | None = None,
     low_discrepancy: bool = True,
     t_min: float = 1e-3,
+    validate: bool = True,
+    **cond,
 ) -> Tensor:
     """Per-example continuous-time MDLM NELBO `[B]` in nats (Sahoo et al. 2024, with the SUBS parameterization):
 
@@ -133,15 +138,21 @@ def masked_diffusion_loss(
 
     summed over positions (divide by the token count for nats per token). `weight_mask` (0/1 or float, shape of x0)
     scales each position's term, e.g. 0 on padding; `keep_mask` positions are never masked, hence never scored.
-    t is drawn by `sample_t` unless given (a float or `[B]`).
+    t is drawn by `sample_t` unless given (a float or `[B]`). `cond` (keyword tensors, batch dim 0) is passed on as
+    `logits_fn(x_t, t, **cond)`.
+
+    `validate` checks the token ids (>= 0, not `mask_id`, < the number of logits); each check reads a tensor value
+    on the host (a device synchronisation). With `validate=False` no Python branch depends on a tensor value, so the
+    loss traces under `torch.compile(fullgraph=True)` (pass `generator=None` there: dynamo cannot trace generators)
+    and a training step never waits for the device; out-of-range ids then fail inside `gather` instead.
     """
     schedule = as_mask_schedule(schedule)
     if t is None:
         t = sample_t(x0.shape[0], generator=generator, device=x0.device, low_discrepancy=low_discrepancy, t_min=t_min)
     t = _batch_t(t, x0)
-    xt = mask_tokens(x0, t, schedule, mask_id, generator, keep_mask=keep_mask)
-    log_probs = _token_log_probs(logits_fn(xt, t), xt, mask_id)
-    if (x0 >= log_probs.shape[-1]).any():
+    xt = mask_tokens(x0, t, schedule, mask_id, generator, keep_mask=keep_mask, validate=validate)
+    log_probs = _token_log_probs(logits_fn(xt, t, **cond), xt, mask_id)
+    if validate and (x0 >= log_probs.shape[-1]).any():
         raise ValueError(f"x0 holds token ids >= {log_probs.shape[-1]}, the number of logits logits_fn returns.")
     nll = -log_probs.gather(-1, x0.long().unsqueeze(-1)).squeeze(-1)
     scored = torch.where(xt == mask_id, nll, 0.0)  # SUBS: unmasked positions are carried over and cost nothing
@@ -167,6 +178,8 @@ def sample_masked(
     strategy: str = "ancestral",
     callback: Callable[[dict], None] | None = None,
     device=None,
+    cache: bool = False,
+    **cond,
 ) -> Tensor:
     """Generate tokens by reverse unmasking from t = 1 to t = 0 in `steps` uniform time steps.
 
@@ -180,14 +193,23 @@ def sample_masked(
       autoregressive sampling, exact with the true posterior.
     - "confidence" (MaskGIT, Chang et al. 2022): the same count, at the positions whose drawn token is most probable.
       Trades diversity for quality; not an exact sampler.
-    `temperature` divides the logits (0 = argmax).
+    `temperature` divides the logits (0 = argmax). Tokens are drawn only at the positions being revealed (all masked
+    ones for "confidence"), see `unmask_step`.
+
+    Conditioning: every keyword argument not named above (`cond`, tensors with batch dim 0) is passed on unchanged,
+    `logits_fn(x_t, t, **cond)`, as `masked_diffusion_loss` does in training.
+
+    `cache=True` (the caching of MDLM's sampler, Sahoo et al. 2024): when a step reveals no token, x_t is unchanged,
+    so the next step reuses the logits instead of calling `logits_fn`. Only valid when `logits_fn` ignores t (a
+    time-independent SUBS denoiser, as MDLM's); it then gives the same tokens as `cache=False` for the same
+    generator draws, with fewer network calls (many when steps >> sequence length). It only fires with "ancestral":
+    the other strategies reveal at least one token per step.
 
     Starts from all-mask, or from `x_init` (its `mask_id` entries are filled in, the rest kept). With `keep_mask`,
     only the True positions of `x_init` are kept and every other position is generated (infilling / prompting).
     `callback` gets {"i", "t", "s", "x"} after each step. Returns a LongTensor of `shape` with no mask left.
     """
-    if strategy not in SAMPLING_STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {list(SAMPLING_STRATEGIES)}.")
+    _check_strategy(strategy)
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer; got {steps!r}.")
     if temperature < 0:
@@ -195,13 +217,18 @@ def sample_masked(
     schedule = as_mask_schedule(schedule)
     x = _initial_tokens(tuple(shape), mask_id, x_init, keep_mask, device)
     times = torch.linspace(1, 0, steps + 1, device=x.device)
+    logits = None  # the logits at the current x_t, while they may be reused
     for i in range(steps):
         t, s = times[i], times[i + 1]
         if not (x == mask_id).any():
             break
-        logits = logits_fn(x, t.expand(x.shape[0]))
-        x = unmask_step(logits, x, t=t, s=s, schedule=schedule, mask_id=mask_id, generator=generator,
-                        temperature=temperature, strategy=strategy)
+        if logits is None:
+            logits = logits_fn(x, t.expand(x.shape[0]), **cond)
+        x_next = unmask_step(logits, x, t=t, s=s, schedule=schedule, mask_id=mask_id, generator=generator,
+                             temperature=temperature, strategy=strategy)
+        if not (cache and torch.equal(x_next, x)):
+            logits = None  # x_t changed (or no caching): the next step calls the network
+        x = x_next
         if callback is not None:
             callback({"i": i, "t": float(t), "s": float(s), "x": x})
     return x
@@ -224,33 +251,73 @@ def unmask_step(
     Masked tokens are revealed with probability (alpha(s) - alpha(t)) / (1 - alpha(t)), chosen by `strategy` as in
     `sample_masked`, with values drawn from p_theta(x0 | x_t); unmasked tokens are carried over. Modalities that step
     tokens together with a continuous part (e.g. tables) call this inside their own joint loop.
+
+    Only the rows of `logits` that are needed are read: for "ancestral" and "random" the positions are chosen first
+    and tokens drawn only there; "confidence" draws at every masked position. The rows are gathered, in chunks of
+    bounded size, and normalised in the logits' dtype (bf16 / fp16 rows upcast to float32), so no `[B, L, V]`
+    probability tensor is ever built.
     """
+    _check_strategy(strategy)
     schedule = as_mask_schedule(schedule)
+    _check_logits(logits, x)
     masked = x == mask_id
-    tokens, confidence = _draw_tokens(_token_log_probs(logits, x, mask_id), temperature, generator)
     alpha_t, alpha_s = schedule.alpha(torch.as_tensor(t)), schedule.alpha(torch.as_tensor(s))
-    reveal_prob = torch.where(alpha_t < 1, (alpha_s - alpha_t) / (1 - alpha_t).clamp(min=1e-12), 1.0)
-    if strategy == "ancestral":
-        reveal = masked & (draw(torch.rand, x.shape, generator=generator, device=x.device) < reveal_prob.to(x.device))
-    elif strategy == "random":
-        reveal = _reveal_top(draw(torch.rand, x.shape, generator=generator, device=x.device), masked, reveal_prob)
-    else:
+    reveal_prob = torch.where(alpha_t < 1, (alpha_s - alpha_t) / (1 - alpha_t).clamp(min=1e-12), 1.0).to(x.device)
+    if strategy == "confidence":
+        where = masked.nonzero(as_tuple=True)
+        tokens, log_prob = _draw_tokens(logits, where, mask_id, temperature, generator)
+        confidence = torch.full(x.shape, -math.inf, device=x.device).index_put_(where, log_prob.float())
         reveal = _reveal_top(confidence, masked, reveal_prob)
-    return torch.where(reveal, tokens, x)
-
-
-def _draw_tokens(log_probs: Tensor, temperature: float, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """One token per position from softmax(log_probs / temperature) by inverse CDF, and its log-probability.
-
-    The CDF is in float64 and the uniform is scaled by its total so a token of probability 0 is never drawn.
-    """
-    if temperature == 0:
-        tokens = log_probs.argmax(-1)
+        return torch.where(reveal, x.index_put(where, tokens.to(x.dtype)), x)
+    u = draw(torch.rand, x.shape, generator=generator, device=x.device)
+    if strategy == "ancestral":
+        reveal = masked & (u < (append_dims(reveal_prob, x.ndim) if reveal_prob.ndim == 1 else reveal_prob))
     else:
-        cdf = (log_probs.double() / temperature).softmax(-1).cumsum(-1)
-        u = draw(torch.rand, cdf.shape[:-1], generator=generator, device=cdf.device, dtype=torch.float64)
-        tokens = (cdf < u.unsqueeze(-1) * cdf[..., -1:]).sum(-1)
-    return tokens, log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        reveal = _reveal_top(u, masked, reveal_prob)
+    where = reveal.nonzero(as_tuple=True)
+    tokens, _ = _draw_tokens(logits, where, mask_id, temperature, generator)
+    return x.index_put(where, tokens.to(x.dtype))
+
+
+_CHUNK_ELEMENTS = 1 << 22  # logits entries normalised at once in `_draw_tokens` (16 MiB of float32)
+
+
+def _draw_tokens(
+    logits: Tensor,
+    where: tuple[Tensor, ...],
+    mask_id: int,
+    temperature: float,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor]:
+    """A token from softmax(log p / temperature) at each position `where` (M index tensors), and its log p.
+
+    The M rows of logits are gathered in chunks, SUBS-masked and log-softmaxed in their dtype (at least float32).
+    Drawing is the Gumbel-max trick (Gumbel 1954; Maddison et al. 2014), argmax_v (log p_v / temperature + G_v) with
+    G_v = -log(-log u_v) i.i.d. standard Gumbel, the same race torch.multinomial runs for one sample: exact in
+    distribution without a cumulative sum (whose float32 rounding would distort the many tiny probabilities of a
+    large vocabulary), and a token of probability 0 (-inf logit) is never drawn. The uniforms are float64 so the
+    Gumbel tail reaches ~37 and no token is cut below probability ~1e-16 (float32 uniforms stop at ~16.6, cutting
+    up to ~6e-8 from every token); -log u is then taken to the logits' dtype. temperature = 0 takes the argmax.
+    The draws come from `generator` on its own device (one uniform per vocabulary entry: for a large V keep the
+    generator on the logits' device).
+    """
+    count, vocab = where[0].numel(), logits.shape[-1]
+    tokens = torch.empty(count, dtype=torch.long, device=logits.device)
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    log_prob = torch.empty(count, dtype=dtype, device=logits.device)
+    rows_per_chunk = max(1, _CHUNK_ELEMENTS // vocab)
+    for start in range(0, count, rows_per_chunk):
+        chunk = slice(start, start + rows_per_chunk)
+        log_probs = _subs_logits(logits[tuple(i[chunk] for i in where)].to(dtype), mask_id).log_softmax(-1)
+        if temperature == 0:
+            chosen = log_probs.argmax(-1)
+        else:
+            u = draw(torch.rand, log_probs.shape, generator=generator, device=log_probs.device, dtype=torch.float64)
+            gumbel = -(-u.log()).to(dtype).log()
+            chosen = (log_probs / temperature + gumbel).argmax(-1)
+        tokens[chunk] = chosen
+        log_prob[chunk] = log_probs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
+    return tokens, log_prob
 
 
 def _reveal_top(scores: Tensor, masked: Tensor, fraction: Tensor) -> Tensor:
@@ -261,16 +328,29 @@ def _reveal_top(scores: Tensor, masked: Tensor, fraction: Tensor) -> Tensor:
     return ((rank < count.unsqueeze(1)) & masked.flatten(1)).reshape(masked.shape)
 
 
+def _subs_logits(logits: Tensor, mask_id: int) -> Tensor:
+    """SUBS zero masking: the mask token, if it has a logit, gets -inf (never predicted). No host synchronisation."""
+    if mask_id < logits.shape[-1]:
+        logits = logits.masked_fill(torch.arange(logits.shape[-1], device=logits.device) == mask_id, -math.inf)
+    return logits
+
+
 def _token_log_probs(logits: Tensor, xt: Tensor, mask_id: int) -> Tensor:
-    """float32 log p_theta(x0 | x_t) over real tokens: SUBS zero masking removes the mask token if it has a logit."""
+    """float32 (or wider) log p_theta(x0 | x_t) over real tokens at every position (the training loss needs them)."""
+    _check_logits(logits, xt)
+    return _subs_logits(logits.to(torch.promote_types(logits.dtype, torch.float32)), mask_id).log_softmax(-1)
+
+
+def _check_logits(logits: Tensor, xt: Tensor) -> None:
     if not isinstance(logits, Tensor) or logits.shape[:-1] != xt.shape:
         got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise ValueError(f"logits_fn must return logits of shape {(*xt.shape, 'V')} for tokens {tuple(xt.shape)}; "
                          f"got {got}.")
-    logits = logits.float()
-    if mask_id < logits.shape[-1]:
-        logits = logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), -math.inf)
-    return logits.log_softmax(-1)
+
+
+def _check_strategy(strategy: str) -> None:
+    if strategy not in SAMPLING_STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {list(SAMPLING_STRATEGIES)}.")
 
 
 def _initial_tokens(shape, mask_id: int, x_init: Tensor | None, keep_mask: Tensor | None, device) -> Tensor:
@@ -297,13 +377,14 @@ def _batch_t(t: float | Tensor, x: Tensor) -> Tensor:
     raise ValueError(f"t must be a float, a 0-d tensor or shape [{x.shape[0]}]; got shape {tuple(t.shape)}.")
 
 
-def _check_tokens(x: Tensor, mask_id: int, name: str, *, allow_mask: bool = False) -> None:
+def _check_tokens(x: Tensor, mask_id: int, name: str, *, allow_mask: bool = False, values: bool = True) -> None:
+    """Type and shape checks always; the value checks (host synchronisations) only if `values`."""
     if not isinstance(x, Tensor) or x.dtype == torch.bool or x.is_floating_point() or x.is_complex():
         kind = x.dtype if isinstance(x, Tensor) else type(x).__name__
         raise TypeError(f"{name} must be an integer tensor of token ids; got {kind}. Use x.long().")
     if x.ndim < 1:
         raise ValueError(f"{name} must have a batch dimension (shape [B, ...]).")
-    if (x < 0).any() or (not allow_mask and (x == mask_id).any()):
+    if values and ((x < 0).any() or (not allow_mask and (x == mask_id).any())):
         raise ValueError(f"{name} must hold token ids >= 0{'' if allow_mask else f' other than mask_id={mask_id}'}.")
 
 

@@ -15,11 +15,12 @@ from torch import Tensor
 from noisecraft.diffusion.sampling_core import (
     Callback,
     Denoiser,
+    NoiseSampler,
     _check_eta,
     _check_inputs,
     _check_order,
     _denoise,
-    _noise,
+    _noise_sampler,
     _report,
     to_d,
 )
@@ -79,6 +80,7 @@ def _sample_dpmpp_multistep(
     eta: float,
     s_noise: float,
     solver_type: str,
+    noise_sampler: NoiseSampler | None = None,
 ) -> Tensor:
     """Shared loop of DPM-Solver++(2M), (2M) SDE and (3M) SDE: exponential integrators in lambda = -log sigma.
 
@@ -98,6 +100,7 @@ def _sample_dpmpp_multistep(
     first step is DPM-Solver++ 1 (= DDIM), whose O(h^2) local error caps the global order of this family at 2.
     """
     sigmas = _check_inputs(x, sigmas, generator)
+    noise_sampler = _noise_sampler(x, generator, noise_sampler)
     history: list[tuple[float, Tensor]] = []  # (h, denoised) of earlier steps, most recent first
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -111,7 +114,8 @@ def _sample_dpmpp_multistep(
             x = (sigma_next / sigma) * math.exp(-eta * h) * x - math.expm1(-h_eta) * denoised
             x = x + _multistep_correction(denoised, history, h, h_eta, solver_type)
             if eta > 0:
-                x = x + _noise(x, generator) * (s_noise * sigma_next * math.sqrt(-math.expm1(-2 * eta * h)))
+                z = noise_sampler(sigma, sigma_next)
+                x = x + z * (s_noise * sigma_next * math.sqrt(-math.expm1(-2 * eta * h)))
         history = [(h, denoised)] + history[: order - 2]  # keep the order - 1 most recent
         _report(callback, i, x, sigma, sigma_next, denoised)
     return x
@@ -164,18 +168,20 @@ def sample_dpmpp_2m_sde(
     eta: float = 1.0,
     s_noise: float = 1.0,
     solver_type: str = "midpoint",
+    noise_sampler: NoiseSampler | None = None,
 ) -> Tensor:
     """DPM-Solver++(2M) SDE: the 2M update with the SDE's e^{-eta h} damping and fresh noise. NFE: n.
 
     eta = 1 discretizes the reverse SDE, eta = 0 is `sample_dpmpp_2m`; `solver_type` is 'midpoint' or 'heun' (see
-    `_sample_dpmpp_multistep`), `s_noise` scales the injected noise.
+    `_sample_dpmpp_multistep`), `s_noise` scales the injected noise z = noise_sampler(sigma, sigma_next) (see the
+    noise hook in `samplers.py`).
     """
     if solver_type not in ("midpoint", "heun"):
         raise ValueError(f"solver_type must be 'midpoint' or 'heun'; got {solver_type!r}.")
     _check_eta(eta)
     return _sample_dpmpp_multistep(
         denoiser, x, sigmas, callback=callback, generator=generator,
-        order=2, eta=eta, s_noise=s_noise, solver_type=solver_type
+        order=2, eta=eta, s_noise=s_noise, solver_type=solver_type, noise_sampler=noise_sampler
     )
 
 
@@ -188,6 +194,7 @@ def sample_dpmpp_3m_sde(
     generator: torch.Generator | None = None,
     eta: float = 1.0,
     s_noise: float = 1.0,
+    noise_sampler: NoiseSampler | None = None,
 ) -> Tensor:
     """DPM-Solver++(3M) SDE (k-diffusion): the 3-step multistep update with SDE noise; eta = 0 is the ODE. NFE: n.
 
@@ -196,7 +203,7 @@ def sample_dpmpp_3m_sde(
     _check_eta(eta)
     return _sample_dpmpp_multistep(
         denoiser, x, sigmas, callback=callback, generator=generator,
-        order=3, eta=eta, s_noise=s_noise, solver_type="heun"
+        order=3, eta=eta, s_noise=s_noise, solver_type="heun", noise_sampler=noise_sampler
     )
 
 

@@ -6,6 +6,9 @@ Every parameterization is the same wrapper
 
 with x = x0 + sigma * eps; only the four coefficients differ. So an epsilon-prediction DDPM network, a
 v-prediction network and an EDM network all expose the same denoiser and work with every sampler.
+
+A network that also predicts something else in the same call returns a tuple `(F, *aux)`; the preconditioner then
+returns `(D, *aux)` with aux untouched (the tabular model's joint network returns `(F, logits)`).
 """
 
 from __future__ import annotations
@@ -65,17 +68,25 @@ class Precond(nn.Module):
         """(c_skip, c_out, c_in, c_noise) for per-example sigmas `[B]`, each of shape `[B]`."""
         raise NotImplementedError(f"{type(self).__name__} must define scalings(sigma)")
 
-    def forward(self, x: Tensor, sigma: float | Tensor, **cond) -> Tensor:
+    def forward(self, x: Tensor, sigma: float | Tensor, **cond) -> Tensor | tuple[Tensor, ...]:
+        """D(x; sigma) of EDM eq. 7. A net returning a tuple `(F, *aux)` gives `(D, *aux)`, aux passed through as is.
+
+        The auxiliary outputs are whatever the same network call also predicts (e.g. the categorical logits of a
+        joint numeric + token model); only F is preconditioned.
+        """
         sigma = batch_sigma(sigma, x)
         c_skip, c_out, c_in, c_noise = self.scalings(sigma)
         c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in (c_skip, c_out, c_in))
-        F = self.net((c_in * x).to(x.dtype), c_noise, **cond)
-        if F.shape != x.shape:
+        out = self.net((c_in * x).to(x.dtype), c_noise, **cond)
+        F, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, None)
+        if not isinstance(F, Tensor) or F.shape != x.shape:
+            got = tuple(F.shape) if isinstance(F, Tensor) else type(F).__name__
             raise ValueError(
-                f"{type(self.net).__name__} returned shape {tuple(F.shape)} for input {tuple(x.shape)}; "
-                "the raw network must return a tensor shaped like its input."
+                f"{type(self.net).__name__} returned {got} for input {tuple(x.shape)}; the raw network must return "
+                "a tensor shaped like its input (or a tuple whose first entry is one)."
             )
-        return (c_skip * x + c_out * F.to(c_out.dtype)).to(x.dtype)
+        D = (c_skip * x + c_out * F.to(c_out.dtype)).to(x.dtype)
+        return D if aux is None else (D, *aux)
 
 
 class EDMPrecond(Precond):

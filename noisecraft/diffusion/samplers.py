@@ -14,6 +14,16 @@ info = {"i", "x", "sigma", "sigma_next", "denoised"}. Coefficients are computed 
 for free) and tensors stay in x's dtype. The step to sigma = 0 returns the denoised estimate D(x, sigma) (the Euler
 step there), so no method divides by zero. Samplers run under `torch.no_grad()`.
 
+Noise hook (k-diffusion's `noise_sampler`): every sampler that draws fresh noise (`euler` / `heun` with churn,
+`euler_ancestral`, `ddpm`, `ddim` with eta > 0, `dpmpp_2m_sde`, `dpmpp_3m_sde`) takes
+`noise_sampler: Callable[[float, float], Tensor] | None = None`. It is called once per noise draw as
+`noise_sampler(sigma, sigma_next)` with the two noise levels the noise moves between as Python floats ((sigma,
+sigma_next) of an ancestral / SDE step; (sigma, sigma_hat) of a churn step, sigma_hat > sigma) and must return
+standard-normal-like noise shaped like x; the sampler scales it. Use it to keep the noise on a subspace the data
+live on (e.g. zero centre of mass for point clouds: `lambda s, s_next: (z := randn) - z.mean(1, keepdim=True)`),
+or for Brownian-tree noise. None draws `torch.randn` from `generator` (`sampling_core.default_noise_sampler`),
+exactly as without the hook. Deterministic samplers take no noise_sampler.
+
 Number of denoiser calls for n steps ending at sigma = 0 (`nfe`): 2n - 1 for `heun` and `dpm_2`, n for the rest.
 
 This module holds the single-step samplers and the registry `SAMPLERS`; the multistep ones live in `multistep.py`
@@ -38,10 +48,11 @@ from noisecraft.diffusion.multistep import (
 from noisecraft.diffusion.sampling_core import (
     Callback,
     Denoiser,
+    NoiseSampler,
     _check_eta,
     _check_inputs,
     _denoise,
-    _noise,
+    _noise_sampler,
     _report,
     to_d,
 )
@@ -72,16 +83,18 @@ def sample_euler(
     s_tmin: float = 0.0,
     s_tmax: float = math.inf,
     s_noise: float = 1.0,
+    noise_sampler: NoiseSampler | None = None,
 ) -> Tensor:
     """Euler's method on the probability-flow ODE (EDM Algorithm 2 without the 2nd-order correction). NFE: n.
 
     `s_churn`, `s_tmin`, `s_tmax`, `s_noise` add EDM's stochastic churn (Algorithm 2, lines 4-6); 0 churn is the ODE.
     """
     sigmas = _check_inputs(x, sigmas, generator)
+    noise_sampler = _noise_sampler(x, generator, noise_sampler)
     n = len(sigmas) - 1
     for i in range(n):
         sigma_next = sigmas[i + 1]
-        x, sigma_hat = _churn(x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, generator)
+        x, sigma_hat = _churn(x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
         denoised = _denoise(denoiser, x, sigma_hat)
         x = x + to_d(x, sigma_hat, denoised) * (sigma_next - sigma_hat)
         _report(callback, i, x, sigmas[i], sigma_next, denoised)
@@ -100,6 +113,7 @@ def sample_heun(
     s_tmin: float = 0.0,
     s_tmax: float = math.inf,
     s_noise: float = 1.0,
+    noise_sampler: NoiseSampler | None = None,
 ) -> Tensor:
     """Heun's 2nd-order method with optional churn, EDM Algorithm 2. NFE: 2n - 1 (the step to sigma = 0 is Euler).
 
@@ -107,10 +121,11 @@ def sample_heun(
     sigma_hat = (1 + gamma) sigma, with std scaled by `s_noise` (lines 4-6); then one Heun step sigma_hat -> sigma_next.
     """
     sigmas = _check_inputs(x, sigmas, generator)
+    noise_sampler = _noise_sampler(x, generator, noise_sampler)
     n = len(sigmas) - 1
     for i in range(n):
         sigma_next = sigmas[i + 1]
-        x, sigma_hat = _churn(x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, generator)
+        x, sigma_hat = _churn(x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
         denoised = _denoise(denoiser, x, sigma_hat)
         d = to_d(x, sigma_hat, denoised)
         x_euler = x + d * (sigma_next - sigma_hat)  # line 8
@@ -163,6 +178,7 @@ def sample_ddim(
     generator: torch.Generator | None = None,
     eta: float = 0.0,
     s_noise: float = 1.0,
+    noise_sampler: NoiseSampler | None = None,
 ) -> Tensor:
     """DDIM (Song et al. 2021, eq. 12) in sigma form. NFE: n.
 
@@ -173,17 +189,18 @@ def sample_ddim(
     where c = sigma_t(eta) / sqrt(abar_{t-1}) = eta sigma_next sqrt(sigma^2 - sigma_next^2) / sigma is exactly
     `_ancestral_step`'s sigma_up and the eps_hat coefficient its sigma_down. eta = 0 is therefore Euler's method on
     the probability-flow ODE (x0_hat + sigma_next eps_hat = x + eps_hat (sigma_next - sigma)), and eta = 1 is the
-    DDPM ancestral sampler. `s_noise` scales the fresh noise z.
+    DDPM ancestral sampler. `s_noise` scales the fresh noise z = noise_sampler(sigma, sigma_next).
     """
     _check_eta(eta)
     sigmas = _check_inputs(x, sigmas, generator)
+    noise_sampler = _noise_sampler(x, generator, noise_sampler)
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = _denoise(denoiser, x, sigma)
         sigma_down, sigma_up = _ancestral_step(sigma, sigma_next, eta)
         x = denoised + sigma_down * to_d(x, sigma, denoised)
         if sigma_up > 0:
-            x = x + _noise(x, generator) * (s_noise * sigma_up)
+            x = x + noise_sampler(sigma, sigma_next) * (s_noise * sigma_up)
         _report(callback, i, x, sigma, sigma_next, denoised)
     return x
 
@@ -197,12 +214,14 @@ def sample_euler_ancestral(
     generator: torch.Generator | None = None,
     eta: float = 1.0,
     s_noise: float = 1.0,
+    noise_sampler: NoiseSampler | None = None,
 ) -> Tensor:
     """Ancestral Euler (k-diffusion): an Euler step to sigma_down, then fresh noise of std sigma_up. NFE: n.
 
     x + eps_hat (sigma_down - sigma) = x0_hat + sigma_down eps_hat, so this is `sample_ddim` with eta = 1 by default.
     """
-    return sample_ddim(denoiser, x, sigmas, callback=callback, generator=generator, eta=eta, s_noise=s_noise)
+    return sample_ddim(denoiser, x, sigmas, callback=callback, generator=generator, eta=eta, s_noise=s_noise,
+                       noise_sampler=noise_sampler)
 
 
 def sample_ddpm(
@@ -213,6 +232,7 @@ def sample_ddpm(
     callback: Callback | None = None,
     generator: torch.Generator | None = None,
     s_noise: float = 1.0,
+    noise_sampler: NoiseSampler | None = None,
 ) -> Tensor:
     """Ancestral sampling from the DDPM posterior q(x_next | x, x0 = x0_hat) (Ho et al. 2020, eqs. 6-7). NFE: n.
 
@@ -224,7 +244,8 @@ def sample_ddpm(
     which is DDIM's eta = 1 step, so this is `sample_ddim(eta=1)`. On a DDPM table (`schedules.discrete`) with every
     timestep it reproduces the original sampler with the "beta tilde" variance.
     """
-    return sample_ddim(denoiser, x, sigmas, callback=callback, generator=generator, eta=1.0, s_noise=s_noise)
+    return sample_ddim(denoiser, x, sigmas, callback=callback, generator=generator, eta=1.0, s_noise=s_noise,
+                       noise_sampler=noise_sampler)
 
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
@@ -266,11 +287,11 @@ def _churn(
     s_tmin: float,
     s_tmax: float,
     s_noise: float,
-    generator: torch.Generator | None,
+    noise_sampler: NoiseSampler,
 ) -> tuple[Tensor, float]:
     """EDM Algorithm 2, lines 4-6: add noise to raise the level from sigma to sigma_hat = (1 + gamma) sigma."""
     gamma = min(s_churn / n_steps, math.sqrt(2) - 1) if s_tmin <= sigma <= s_tmax else 0.0
     if gamma <= 0:
         return x, sigma
     sigma_hat = sigma * (1 + gamma)
-    return x + _noise(x, generator) * (s_noise * math.sqrt(sigma_hat**2 - sigma**2)), sigma_hat
+    return x + noise_sampler(sigma, sigma_hat) * (s_noise * math.sqrt(sigma_hat**2 - sigma**2)), sigma_hat

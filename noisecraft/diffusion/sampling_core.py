@@ -1,5 +1,5 @@
 """Shared plumbing of the samplers in `samplers.py` and `multistep.py`: argument checks, the denoiser call with a
-per-example sigma, fresh noise and the progress callback."""
+per-example sigma, fresh noise (the `noise_sampler` hook) and the progress callback."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch import Tensor
 
 Denoiser = Callable[..., Tensor]
 Callback = Callable[[dict], None]
+NoiseSampler = Callable[[float, float], Tensor]
 
 
 def to_d(x: Tensor, sigma: float, denoised: Tensor) -> Tensor:
@@ -44,8 +45,30 @@ def _denoise(denoiser: Denoiser, x: Tensor, sigma: float) -> Tensor:
     return denoised.to(x.dtype)
 
 
-def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+def default_noise_sampler(x: Tensor, generator: torch.Generator | None) -> NoiseSampler:
+    """The noise every stochastic sampler draws unless given a `noise_sampler`: i.i.d. N(0, I) shaped like x, from
+    `generator`, one `torch.randn` per call (the sigmas are ignored)."""
+
+    def noise_sampler(sigma: float, sigma_next: float) -> Tensor:
+        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+    return noise_sampler
+
+
+def _noise_sampler(x: Tensor, generator: torch.Generator | None, noise_sampler: NoiseSampler | None) -> NoiseSampler:
+    """`noise_sampler` with its output checked and cast to x's dtype, or the default one if None."""
+    if noise_sampler is None:
+        return default_noise_sampler(x, generator)
+
+    def checked(sigma: float, sigma_next: float) -> Tensor:
+        noise = noise_sampler(sigma, sigma_next)
+        if not isinstance(noise, Tensor) or noise.shape != x.shape:
+            got = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
+            raise ValueError(f"noise_sampler(sigma, sigma_next) must return a tensor shaped like x {tuple(x.shape)}; "
+                             f"got {got}.")
+        return noise.to(dtype=x.dtype, device=x.device)
+
+    return checked
 
 
 def _report(callback: Callback | None, i: int, x: Tensor, sigma: float, sigma_next: float, denoised: Tensor) -> None:

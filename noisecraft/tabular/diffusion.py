@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from noisecraft.diffusion.loss import LogNormalSigma, denoising_loss, draw, get_weighting
 from noisecraft.diffusion.masked import masked_diffusion_loss, unmask_step
-from noisecraft.diffusion.precond import EDMPrecond, append_dims, batch_sigma
+from noisecraft.diffusion.precond import EDMPrecond
 from noisecraft.diffusion.samplers import get_sampler
 from noisecraft.diffusion.schedules import karras
 
@@ -66,7 +67,8 @@ class TabularDenoiser(nn.Module):
     """D(x_num, sigma; tokens, given, x_given) -> (x0_hat_num, logits).
 
     The numeric part is EDM's preconditioning (Karras et al. 2022, Eq. 7 with the Table 1 coefficients of
-    ``EDMPrecond``): D = c_skip x + c_out F(c_in x; c_noise); the categorical logits come from the same network call.
+    ``EDMPrecond``): D = c_skip x + c_out F(c_in x; c_noise). The net returns ``(F, logits)``, so the engine's
+    ``Precond`` returns ``(D, logits)``: the categorical logits come from the same network call, untouched.
     """
 
     def __init__(self, net: nn.Module, *, sigma_data: float = 1.0):
@@ -78,11 +80,7 @@ class TabularDenoiser(nn.Module):
         return self.precond.net
 
     def forward(self, x: Tensor, sigma, *, tokens: Tensor, given: Tensor, x_given: Tensor) -> tuple[Tensor, Tensor]:
-        sigma = batch_sigma(sigma, x)
-        c_skip, c_out, c_in, c_noise = self.precond.scalings(sigma)
-        c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in (c_skip, c_out, c_in))
-        F, logits = self.net((c_in * x).to(x.dtype), c_noise, tokens=tokens, given=given, x_given=x_given)
-        return (c_skip * x + c_out * F).to(x.dtype), logits
+        return self.precond(x, sigma, tokens=tokens, given=given, x_given=x_given)
 
 
 def draw_given(batch_size: int, num_columns: int, *, condition_rate: float, always: Tensor,
@@ -128,7 +126,7 @@ def joint_loss(model: nn.Module, batch, generator: torch.Generator | None, *, pr
 
     if num_categorical:
         categorical = masked_diffusion_loss(logits_fn, x_cat, schedule=process.mask_schedule, mask_id=mask_id,
-                                            generator=generator, keep_mask=given_cat, t=t)
+                                            generator=generator, keep_mask=given_cat, t=t, validate=False)
     else:
         logits_fn(x_cat, t)
         categorical = torch.zeros(batch_size, device=x_num.device)
@@ -140,11 +138,13 @@ def sample_rows(denoiser: nn.Module, num_rows: int, *, num_numeric: int, num_cat
                 process: JointProcess, steps: int = 32, sampler: str = "heun", sigma_min: float = 0.002,
                 sigma_max: float = 80.0, rho: float = 7.0, given_num: Tensor | None = None,
                 x_given: Tensor | None = None, given_tokens: Tensor | None = None,
-                generator: torch.Generator | None = None, device=None) -> tuple[Tensor, Tensor]:
+                generator: torch.Generator | None = None, device=None,
+                on_step: Callable[[], None] | None = None) -> tuple[Tensor, Tensor]:
     """Draw ``num_rows`` rows ``(x_num, tokens)`` by the joint sampler of the module docstring.
 
     ``given_num`` ``[Dn]`` bool and ``x_given`` ``[Dn]`` hold numeric conditions; ``given_tokens`` ``[Dc]`` holds a
-    token for each given categorical column and ``mask_id`` elsewhere.
+    token for each given categorical column and ``mask_id`` elsewhere. ``on_step()`` is called after every step
+    (progress, and the place a cancel check stops sampling).
     """
     device = torch.device("cpu") if device is None else torch.device(device)
     given_num = torch.zeros(num_numeric, dtype=torch.bool) if given_num is None else given_num
@@ -170,6 +170,8 @@ def sample_rows(denoiser: nn.Module, num_rows: int, *, num_numeric: int, num_cat
             state["tokens"] = unmask_step(state["logits"], state["tokens"], t=t, s=s,
                                           schedule=process.mask_schedule, mask_id=mask_id, generator=generator)
         state["logits"] = None
+        if on_step is not None:
+            on_step()
 
     x = get_sampler(sampler)(numeric_denoiser, x, sigmas, callback=unmask, generator=generator)
     if math.isnan(x.sum().item()):
