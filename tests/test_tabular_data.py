@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from noisecraft.tabular.evaluate import evaluate
-from noisecraft.tabular.io import read_table, write_table
+from noisecraft.tabular.io import as_frame, read_table, write_table
 from noisecraft.tabular.report import plot_columns, save_report, summary_rows
 from noisecraft.tabular.schema import TabularDataWarning, infer_schema
 from noisecraft.tabular.transforms import CategoricalCodec, QuantileNormal, TableCodec
@@ -71,6 +71,46 @@ def test_csv_and_parquet_round_trip(tmp_path):
         assert back.shape == frame.shape and list(back.columns) == list(frame.columns)
 
 
+@pytest.mark.parametrize("delimiter, suffix", [(";", ".csv"), ("\t", ".csv"), ("|", ".txt"), (",", ".tsv")])
+def test_delimiter_is_detected_and_announced(tmp_path, delimiter, suffix):
+    path = tmp_path / f"data{suffix}"
+    name = "Smith, J" if delimiter != "," else "Smith J"  # a comma inside values of a non-comma file
+    rows = [["name", "city", "n"], [name, "Oslo", "1"], ["Lee", "Lima", "2"], ["Lee", "Lima", "2"]]
+    path.write_text("".join(delimiter.join(row) + "\n" for row in rows))
+    with pytest.warns(TabularDataWarning, match="-separated \\(detected\\); pass --sep"):
+        frame = read_table(path)
+    assert list(frame.columns) == ["name", "city", "n"] and frame["n"].tolist() == [1, 2, 2]
+
+
+def test_default_delimiter_reads_silently_and_sep_overrides_detection(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("a,b\n1,x;y\n2,z;w\n")  # ';' inside values does not make the file ';'-separated
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_table(path).shape == (2, 2)
+        semicolons = tmp_path / "semi.csv"
+        semicolons.write_text("a;b\n1;x\n2;y\n")
+        assert as_frame(semicolons, sep=";").shape == (2, 2)
+        assert read_table(tmp_path / "semi.csv", sep="semicolon")["b"].tolist() == ["x", "y"]
+
+
+def test_one_column_table_hiding_a_delimiter_is_rejected(tmp_path):
+    path = tmp_path / "semi.csv"
+    path.write_text("a;b;c\n" + "1;2;3\n" * 5)  # repeated rows: would otherwise fit as one categorical column
+    with pytest.raises(ValueError, match="one column named 'a;b;c', which contains ';'; pass sep=';'"):
+        read_table(path, sep=",")
+    with pytest.raises(ValueError, match="--sep must be one character"):
+        read_table(path, sep=";;")
+    with pytest.raises(ValueError, match="unknown text encoding 'utf-9'"):
+        read_table(path, encoding="utf-9")
+    notes = tmp_path / "notes.csv"
+    notes.write_text("notes; free text\nfine\nok\n")  # a one-column table after all: warned, still read
+    with pytest.warns(TabularDataWarning, match="one column named 'notes; free text'"):
+        assert read_table(notes)["notes; free text"].tolist() == ["fine", "ok"]
+    with pytest.warns(TabularDataWarning, match="contains '\\|': it was probably read with the wrong delimiter"):
+        as_frame(pd.DataFrame({"a|b": ["1|2"] * 5}))
+
+
 # --- type inference and schema --------------------------------------------------------------------------------------
 
 
@@ -90,6 +130,23 @@ def test_integer_keys_are_ids_only_by_name():
     with pytest.warns(TabularDataWarning, match="customer_id"):
         schema = infer_schema(frame)
     assert schema["customer_id"].kind == "id" and schema["count"].kind == "integer"
+
+
+def test_stray_text_in_a_numeric_column_is_named_with_its_rows(tmp_path):
+    frame = pd.DataFrame({"weight": [f"{60 + i * 0.5}" for i in range(30)], "city": ["Oslo", "Lima"] * 15})
+    frame.loc[[4, 17], "weight"] = ["6O.5", "n/a?"]
+    with pytest.warns(TabularDataWarning) as record:
+        assert infer_schema(frame)["weight"].kind == "id"  # all values unique, so it would be dropped silently
+    message = " ".join(str(warning.message) for warning in record)
+    assert "column 'weight' is numeric except 2 text value(s): '6O.5' (row 4), 'n/a?' (row 17)" in message
+    assert "Fix or blank these values" in message and "schema file" in message
+    frame.to_csv(tmp_path / "weights.csv", index=False)
+    with pytest.warns(TabularDataWarning, match=f"'weight' of {tmp_path / 'weights.csv'} .*'6O.5' \\(line 6\\)"):
+        infer_schema(read_table(tmp_path / "weights.csv"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # declared text: no warning; genuine text and numbers: none either
+        infer_schema(frame, overrides={"weight": {"kind": "categorical"}})
+        infer_schema(pd.DataFrame({"size": ["S", "M", "L", "XL", "10"] * 4, "n": range(20)}))
 
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])
@@ -209,7 +266,8 @@ def split():
 
 def test_copied_rows_are_flagged_and_noise_is_detected(split, tmp_path):
     train, holdout = split
-    copy_report = evaluate(train, train.sample(100, random_state=0), holdout=holdout, target="label")
+    copy_report = evaluate(train, train.sample(100, random_state=0), holdout=holdout, target="label",
+                           reference=False)
     privacy = copy_report["privacy"]
     # Half the copies fall outside the train subsample matched to the holdout size; the rest sit at distance 0.
     assert privacy["exact_copies"] == 100 and privacy["closer_to_train_share"] > 0.75
@@ -222,7 +280,7 @@ def test_copied_rows_are_flagged_and_noise_is_detected(split, tmp_path):
     for name in noise.columns:  # every column shuffled independently: marginals kept, dependencies destroyed
         noise[name] = rng.permutation(noise[name].to_numpy())
     noise["age"] = noise["age"] * 2
-    noise_report = evaluate(train, noise, holdout=holdout, target="label")
+    noise_report = evaluate(train, noise, holdout=holdout, target="label", reference=False)
     assert noise_report["detection"]["auc"] > 0.8
     assert noise_report["ml_efficiency"]["tstr"] < ml["tstr"] - 0.2
     assert noise_report["fidelity"]["column_pair_trends_error"] > copy_report["fidelity"]["column_pair_trends_error"]
@@ -235,7 +293,7 @@ def test_copied_rows_are_flagged_and_noise_is_detected(split, tmp_path):
 
 def test_evaluation_without_holdout_skips_what_needs_it(split):
     train, _ = split
-    report = evaluate(train, train.iloc[::-1])
+    report = evaluate(train, train.iloc[::-1], reference=False)
     assert "skipped" in report["ml_efficiency"] and "closer_to_train_share" not in report["privacy"]
     with pytest.raises(ValueError, match="lacks columns of the real table: \\['label'\\]"):
         evaluate(train, train.drop(columns=["label"]))

@@ -18,6 +18,10 @@ app = typer.Typer(help="Synthetic tabular data: fit a joint diffusion model to a
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
+SEP_HELP = ("Delimiter of a CSV/TSV file: ',', ';', '|', tab (or '\\t'); default: detected from the first "
+            "lines.")
+
+
 @contextmanager
 def _readable_warnings():
     """Show warnings as one ``warning: message`` line on stderr instead of Python's file:line format."""
@@ -41,12 +45,15 @@ def fit(
     batch_size: Annotated[Optional[int], typer.Option(help="Rows per step (default: min(1024, rows / 4)).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and noise.")] = 0,
     encoding: Annotated[str, typer.Option(help="Text encoding of a CSV file.")] = "utf-8",
+    sep: Annotated[Optional[str], typer.Option(help=SEP_HELP)] = None,
 ) -> None:
     """Fit a joint diffusion model (numbers: Gaussian, categories: masked) to DATA and save it to OUT."""
+    from noisecraft.tabular.io import read_table
     from noisecraft.tabular.model import fit as fit_model
 
     with _readable_warnings():
-        model = fit_model(data, target=target, schema=schema, minutes=minutes, out_dir=out, steps=steps,
+        frame = read_table(data, encoding=encoding, sep=sep)  # read here: the model API takes no delimiter
+        model = fit_model(frame, target=target, schema=schema, minutes=minutes, out_dir=out, steps=steps,
                           batch_size=batch_size, seed=seed, encoding=encoding)
     typer.echo(f"fitted {model.model_config['steps_done']} steps; model saved to {out}")
 
@@ -85,19 +92,31 @@ def evaluate(
     plot: Annotated[Optional[Path], typer.Option(help="PNG of per-column distributions (default: SYNTHETIC with "
                                                       "_columns.png).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of subsampling and the evaluation models.")] = 0,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the real and holdout CSV files (the synthetic "
+                                               "file is read as UTF-8, as `sample` writes it, unless it is not "
+                                               "UTF-8).")] = "utf-8",
+    sep: Annotated[Optional[str], typer.Option(help=SEP_HELP + " Applies to the real and holdout files; the "
+                                                    "synthetic file's is always detected.")] = None,
+    reference: Annotated[bool, typer.Option(help="Also score one half of the real table against the other half "
+                                                 "(the real/real column); about doubles the time.")] = True,
 ) -> None:
-    """Compare a synthetic table with real data: TSTR/TRTR, shape and pair-trend errors, detection AUC, privacy."""
+    """Compare a synthetic table with real data: TSTR/TRTR, shape and pair-trend errors, detection AUC, privacy,
+    each beside the score of real data against real data."""
+    from noisecraft.tabular.evaluate import check_target, read_synthetic
     from noisecraft.tabular.evaluate import evaluate as evaluate_tables
     from noisecraft.tabular.io import read_table
     from noisecraft.tabular.report import plot_columns, print_report, save_report
     from noisecraft.tabular.schema import infer_schema, load_schema_file
 
-    real_rows, synthetic_rows = read_table(real), read_table(synthetic)
-    holdout_rows = None if holdout is None else read_table(holdout)
     with _readable_warnings():
+        real_rows = read_table(real, encoding=encoding, sep=sep)
         table_schema = infer_schema(real_rows, overrides=None if schema is None else load_schema_file(schema))
+        if target is not None:
+            check_target(table_schema, target)  # before reading the other tables: a typo fails at once
+        synthetic_rows = read_synthetic(synthetic, encoding=encoding)
+        holdout_rows = None if holdout is None else read_table(holdout, encoding=encoding, sep=sep)
     result = evaluate_tables(real_rows, synthetic_rows, holdout=holdout_rows, target=target, schema=table_schema,
-                             seed=seed)
+                             seed=seed, reference=reference, progress=True)
     print_report(result)
     stem = synthetic.with_suffix("")
     report_path = save_report(result, report or Path(f"{stem}_report.json"))

@@ -26,7 +26,16 @@ SUMMARY_ROWS = [
 ]
 
 
-def summary_rows(report: dict) -> list[tuple[str, str, str]]:
+def _number(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def summary_rows(report: dict) -> list[tuple[str, str, str, str]]:
+    """(metric, value, real-vs-real reference, ideal) per reported score; the reference column is what one half
+    of the real table scores against the other, so a score can be judged against what real data achieves."""
+    reference = report.get("reference", {})
     rows = []
     for section, key, label, ideal in SUMMARY_ROWS:
         value = report.get(section, {}).get(key)
@@ -34,22 +43,49 @@ def summary_rows(report: dict) -> list[tuple[str, str, str]]:
             continue
         if section == "ml_efficiency":
             label = f"{label}, {report['ml_efficiency']['metric']}"
-        rows.append((label, f"{value:.4f}" if isinstance(value, float) else str(value), ideal))
+        rows.append((label, _number(value), _number(reference.get(section, {}).get(key)), ideal))
     return rows
 
 
+def pair_rows(report: dict, limit: int = 5) -> list[tuple[str, str, str, str]]:
+    """(column pair, metric, error, real-vs-real error) of the worst column pairs of the pair-trend score."""
+    return [
+        (", ".join(pair["columns"]), pair["metric"].replace("Similarity", ""), _number(pair["error"]),
+         _number(pair.get("reference_error")))
+        for pair in report.get("fidelity", {}).get("worst_pairs", [])[:limit]
+    ]
+
+
 def print_report(report: dict) -> None:
+    """The summary table (with the real/real column when the report has a reference), the worst column pairs of
+    the pair-trend score, and one line per skipped part."""
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
+    reference = report.get("reference", {})
+    with_reference = "rows" in reference
     table = Table(title=f"Synthetic data report ({report['rows']['synthetic']} synthetic rows)")
-    for header in ("metric", "value", "ideal"):
+    headers = ("metric", "value", "real/real", "ideal") if with_reference else ("metric", "value", "ideal")
+    for header in headers:
         table.add_column(header)
-    for row in summary_rows(report):
-        table.add_row(*row)
+    for label, value, reference_value, ideal in summary_rows(report):
+        table.add_row(*((label, value, reference_value, ideal) if with_reference else (label, value, ideal)))
+    console.print(table)
+    pairs = pair_rows(report)
+    if pairs:
+        worst = Table(title="Worst column pairs (pair-trend error)")
+        for header in ("columns", "metric", "error", "real/real")[: 4 if with_reference else 3]:
+            worst.add_column(header)
+        for row in pairs:
+            worst.add_row(*row[: 4 if with_reference else 3])
+        console.print(worst)
+    if with_reference:
+        console.print(f"real/real: one half of the real table ({reference['rows']} rows) scored against the other.")
+    elif "skipped" in reference:
+        console.print(f"real/real reference skipped: {reference['skipped']}")
     if "skipped" in report.get("ml_efficiency", {}):
-        table.add_row("TSTR / TRTR", "skipped", report["ml_efficiency"]["skipped"])
-    Console().print(table)
+        console.print(f"TSTR / TRTR skipped: {report['ml_efficiency']['skipped']}")
 
 
 def _json_safe(value):

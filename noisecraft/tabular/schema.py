@@ -36,6 +36,9 @@ KINDS = NUMERIC_KINDS + CATEGORICAL_KINDS + UNMODELLED_KINDS
 MAX_NUMERIC_LEVELS = 20
 ID_NAME = re.compile(r"(^|[_\s.-])(id|uuid|guid|key)$|[a-z]Id$|[a-z]ID$|^index$", re.IGNORECASE)
 BOOLEAN_STRINGS = {"true", "false"}
+# A text column whose present values are numbers in at least this share is a numeric column with stray text.
+MIN_NUMERIC_SHARE = 0.8
+SHOWN_VALUES = 5  # stray values quoted in a warning
 
 
 class TabularDataWarning(UserWarning):
@@ -131,6 +134,52 @@ def infer_column(series: pd.Series, *, max_numeric_levels: int = MAX_NUMERIC_LEV
     return ColumnSpec(name, "categorical", dtype)
 
 
+def stray_text_values(series: pd.Series) -> pd.Series:
+    """The values that keep a mostly numeric text column from being numeric (empty if it is not such a column).
+
+    One typo ("12..5", "n/a?", "-") turns a numeric column into text when pandas reads it, and inference then
+    makes it categorical (or an identifier) without a word; these values are what the user has to fix.
+    """
+    if pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
+        return series.iloc[:0]
+    present = series.dropna()
+    if len(present) == 0 or isinstance(series.dtype, pd.CategoricalDtype):
+        return series.iloc[:0]
+    levels = pd.Series(present.unique())  # distinct values: far fewer than rows in a categorical column
+    numeric_levels = pd.to_numeric(levels, errors="coerce").notna().to_numpy()
+    if not numeric_levels.any() or numeric_levels.all():
+        return series.iloc[:0]
+    is_stray = present.isin(levels[~numeric_levels])
+    return present[is_stray] if 1 - is_stray.mean() >= MIN_NUMERIC_SHARE else series.iloc[:0]
+
+
+def _where(stray: pd.Series, frame: pd.DataFrame) -> list[str]:
+    """``'abc' (line 5)`` for a frame read by ``read_table`` whose rows map onto lines, else ``'abc' (row 3)``."""
+    first_line = frame.attrs.get("first_line")
+    index = frame.index
+    by_line = first_line is not None and isinstance(index, pd.RangeIndex) and (index.start, index.step) == (0, 1)
+    places = []
+    for label, value in stray.iloc[:SHOWN_VALUES].items():
+        place = f"line {label + first_line}" if by_line else f"row {label}"
+        places.append(f"{value!r} ({place})")
+    return places
+
+
+def _warn_stray_text(name: str, kind: str, stray: pd.Series, frame: pd.DataFrame) -> None:
+    """Say which values made a numeric column text, where they are, and how to fix it."""
+    source = frame.attrs.get("source")
+    where = f"column {name!r} of {source}" if source else f"column {name!r}"
+    more = f" and {len(stray) - SHOWN_VALUES} more" if len(stray) > SHOWN_VALUES else ""
+    treated = "an identifier (excluded)" if kind == "id" else kind
+    warnings.warn(
+        f"{where} is numeric except {len(stray)} text value(s): {', '.join(_where(stray, frame))}{more}; so it is "
+        f"treated as {treated}. Fix or blank these values, or if the column is text declare it in a schema file "
+        f'(e.g. {{"{name}": "categorical"}}) to silence this warning',
+        TabularDataWarning,
+        stacklevel=3,
+    )
+
+
 def load_schema_file(path: str | Path) -> dict:
     """Read a schema override file (JSON, or YAML for .yaml/.yml) into ``{column: {"kind": ..., ...}}``.
 
@@ -186,6 +235,8 @@ def infer_schema(
                 spec.dtype,
                 datetime_format=entry.get("format", spec.datetime_format),
             )
+        elif spec.kind in ("categorical", "id") and len(stray := stray_text_values(frame[name])):
+            _warn_stray_text(str(name), spec.kind, stray, frame)
         elif spec.kind == "empty":
             warnings.warn(
                 f"column {name!r} is entirely missing: dropped from the model (written back as all missing)",
