@@ -27,10 +27,10 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryErro
                PermissionError, FloatingPointError, registry.MissingDependency)
 
 
-def _register_modalities() -> None:
-    """Mount each registered modality's sub-app, and the image commands at the root (README aliases)."""
+def build_app() -> typer.Typer:
+    """The full app: each registered modality's sub-app, and the image commands at the root (README aliases)."""
     if any(group.name == "image" for group in app.registered_groups):
-        return
+        return app
     for modality in registry.modalities():
         if modality.cli is None:
             continue
@@ -45,6 +45,7 @@ def _register_modalities() -> None:
     for name, command in ROOT_ALIASES.items():
         app.command(name)(command)
     register_text_commands(app)  # generate, eval shapes
+    return app
 
 
 @app.command()
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point; user errors end with a one-line message and exit status 2, never a traceback."""
     import warnings
 
-    _register_modalities()
+    build_app()
     try:
         with warnings.catch_warnings():  # restores Python's printer when main() returns to a calling program
             warnings.showwarning = _show_warning

@@ -246,7 +246,7 @@ def test_text_training_stores_the_encoder_spec_and_weights(trained):
 
     config = json.loads((trained / "config.json").read_text())["model_config"]
     assert config["text_encoder"]["name"] == "learned" and "triangle" in config["text_encoder"]["vocab"]
-    assert config["unet"]["context_dim"] == 16 and config["diffusion"]["cond_drop_prob"] == 0.1
+    assert config["net"]["context_dim"] == 16 and config["diffusion"]["cond_drop_prob"] == 0.1
     assert any(key.startswith("text_encoder.") for key in load_file(trained / "model.safetensors"))
     images, _ = load(trained).sample(2, prompt="a small red circle", guidance=3.0, steps=2)
     assert images.shape == (2, 3, RESOLUTION, RESOLUTION)
@@ -273,7 +273,7 @@ def test_minilm_stays_outside_the_trained_model(tmp_path):
                            "train": TINY_TRAIN["train"] | {"steps": 1}}
     train(config, progress=False)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["model_config"]
-    assert saved["text_encoder"]["name"] == "minilm" and saved["unet"]["context_dim"] == 384
+    assert saved["text_encoder"]["name"] == "minilm" and saved["net"]["context_dim"] == 384
     keys = load_file(tmp_path / "run" / "model.safetensors")
     assert not any(key.startswith("text_encoder") for key in keys) and all(key.startswith("denoiser.net.") for key in keys)
     pipeline = load(tmp_path / "run")
@@ -300,7 +300,7 @@ def test_fine_tuning_starts_from_the_source_model(trained, tmp_path):
     train(config | {"out_dir": str(out)}, progress=False)
     source = json.loads((trained / "config.json").read_text())["model_config"]
     tuned = json.loads((out / "config.json").read_text())["model_config"]
-    assert tuned["unet"] == source["unet"] and tuned["text_encoder"] == source["text_encoder"]
+    assert tuned["net"] == source["net"] and tuned["text_encoder"] == source["text_encoder"]
     assert tuned["diffusion"] == source["diffusion"] | {"cond_drop_prob": 0.2}
     assert tuned["training"]["init_from"] == str(trained)
     start, after = load_file(trained / "ema.safetensors"), load_file(out / "model.safetensors")
@@ -331,7 +331,7 @@ def test_cli_train_init_from(trained, tmp_path, capsys):
 
     assert exit_code("--resolution", str(RESOLUTION), "--out", str(tmp_path / "run")) == 0
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["model_config"]
-    assert saved["training"]["init_from"] == str(trained) and saved["resolution"] == RESOLUTION
+    assert saved["training"]["init_from"] == str(trained) and saved["shape"] == [3, RESOLUTION, RESOLUTION]
     assert exit_code("--out", str(tmp_path / "bad")) == 2  # shapes default 32 px, the model makes 16 px images
     assert f"pass --resolution {RESOLUTION}" in capsys.readouterr().err
 

@@ -25,7 +25,8 @@ from noisecraft.diffusion.schedules import SCHEDULES
 from noisecraft.images.data import random_hflip
 from noisecraft.images.io import load_image, load_mask, save_grid, save_png
 from noisecraft.images.text2image import text_guided_denoiser
-from noisecraft.nets.unet import UNet2D, UNetConfig
+from noisecraft.nets.registry import build_network
+from noisecraft.nets.unet import UNetConfig
 from noisecraft.text.encoders import TextEncoder, is_trainable, make_text_encoder, shared_text_encoder
 from noisecraft.training.checkpoint import load_weights, read_config, resolve_model_dir
 from noisecraft.training.distributed import unwrap_model
@@ -37,12 +38,17 @@ MODEL_KIND = "image"
 
 @dataclass
 class ImageModelSpec:
-    """Everything needed to rebuild an image model; stored as ``model_config`` in ``config.json``."""
+    """Everything needed to rebuild an image model; stored as ``model_config`` in ``config.json``.
 
-    resolution: int
-    channels: int
-    unet: dict
+    ``shape`` is one image, ``[channels, height, width]``; ``network`` names a network of
+    :mod:`noisecraft.nets.registry` and ``net`` is its config. Folders written before these fields existed
+    (``resolution``, ``channels``, ``unet``) are read as ``unet2d`` models of square images.
+    """
+
+    shape: list[int]
+    net: dict
     diffusion: dict
+    network: str = "unet2d"
     class_names: list[str] = field(default_factory=list)
     data: str = ""  # provenance only: what the model was trained on
     training: dict = field(default_factory=dict)  # provenance only: the run's full training config
@@ -53,6 +59,18 @@ class ImageModelSpec:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def channels(self) -> int:
+        return self.shape[0]
+
+    @property
+    def resolution(self) -> int:
+        """The side of a square image (the U-Net's one size); an error for other shapes."""
+        if self.shape[1] != self.shape[2]:
+            raise ValueError(f"this model makes {self.shape[2]}x{self.shape[1]} images, which have no single "
+                             "resolution; use spec.shape")
+        return self.shape[1]
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -60,7 +78,16 @@ class ImageModelSpec:
     def from_dict(cls, data: dict[str, Any]) -> "ImageModelSpec":
         if data.get("kind", MODEL_KIND) != MODEL_KIND:
             raise ValueError(f"this is a {data.get('kind')!r} model, not an image model")
-        return from_dict(cls, data, name="image model")
+        data = dict(data)
+        if "unet" in data:  # the layout before networks were named
+            legacy = {key: data.pop(key) for key in ("resolution", "channels", "unet") if key in data}
+            data |= {"network": "unet2d", "net": legacy.get("unet"),
+                     "shape": [legacy.get("channels"), legacy.get("resolution"), legacy.get("resolution")]}
+        spec = from_dict(cls, data, name="image model")
+        if len(spec.shape) != 3 or not all(isinstance(n, int) and n > 0 for n in spec.shape):
+            raise ValueError(f"image model shape must be [channels, height, width] of positive integers, "
+                             f"got {spec.shape}")
+        return spec
 
 
 class ImageDiffusionModel(nn.Module):
@@ -78,17 +105,17 @@ class ImageDiffusionModel(nn.Module):
         self.spec = spec
         self.diffusion = DiffusionConfig.from_dict(spec.diffusion)
         # The U-Net is registered once, inside the preconditioner, so each weight is saved once.
-        self.denoiser = self.diffusion.make_denoiser(UNet2D(UNetConfig.from_dict(spec.unet)))
+        self.denoiser = self.diffusion.make_denoiser(build_network(spec.network, spec.net))
         self.text_encoder: TextEncoder | None = None
         if spec.text_encoder is not None:
             if is_trainable(spec.text_encoder):
                 self.text_encoder = make_text_encoder(spec.text_encoder)
             if self.net.config.context_dim is None:
-                raise ValueError("a text-to-image model needs a U-Net with cross-attention (unet.context_dim)")
+                raise ValueError("a text-to-image model needs a network with cross-attention (net.context_dim)")
 
     @property
-    def net(self) -> UNet2D:
-        """The raw U-Net F(x_in, c_noise, **cond) inside the preconditioner."""
+    def net(self) -> nn.Module:
+        """The raw network F(x_in, c_noise, **cond) inside the preconditioner."""
         return self.denoiser.net
 
     def forward(self, x: Tensor, sigma: float | Tensor, **cond: Tensor) -> Tensor:
@@ -97,7 +124,7 @@ class ImageDiffusionModel(nn.Module):
     def encode_text(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         """``context [B, T, D]`` and ``context_mask [B, T]`` (True = real token) of ``prompts``, on the model's
         device, padded to the longest prompt: the cross-attention condition of the U-Net."""
-        device = self.net.conv_in.weight.device
+        device = next(self.denoiser.parameters()).device
         tokens, mask, _ = self._text_encoder(device).encode(prompts)
         return tokens.to(device), mask.to(device)
 
@@ -117,7 +144,7 @@ class ImageDiffusionModel(nn.Module):
     def null_text(self, length: int) -> dict[str, Tensor]:
         """One example's "no text" condition of ``length`` tokens: a fully masked context, so the U-Net's
         cross-attention sees only its learned null token (the unconditional branch of classifier-free guidance)."""
-        device = self.net.conv_in.weight.device
+        device = next(self.denoiser.parameters()).device
         return {"context": torch.zeros(length, self.net.config.context_dim, device=device),
                 "context_mask": torch.zeros(length, dtype=torch.bool, device=device)}
 
@@ -135,9 +162,9 @@ def make_spec(*, resolution: int, channels: int, class_names: list[str], unet: U
     unet_dict = unet.to_dict() | {"in_channels": channels, "out_channels": None, "resolution": resolution,
                                   "num_classes": len(class_names),
                                   "context_dim": text_encoder.dim if text_encoder else unet.context_dim}
-    return ImageModelSpec(resolution=resolution, channels=channels, unet=unet_dict, diffusion=diffusion.to_dict(),
-                          class_names=list(class_names), data=data, training=training or {},
-                          text_encoder=text_encoder.to_dict() if text_encoder else None)
+    return ImageModelSpec(shape=[channels, resolution, resolution], network="unet2d", net=unet_dict,
+                          diffusion=diffusion.to_dict(), class_names=list(class_names), data=data,
+                          training=training or {}, text_encoder=text_encoder.to_dict() if text_encoder else None)
 
 
 def make_loss_fn(spec: ImageModelSpec, *, random_flip: bool = False) -> Callable:
@@ -313,7 +340,7 @@ class ImagePipeline(Pipeline):
 
     def initial_noise(self, n: int, seed: int, sigma_max: float) -> Tensor:
         """Noise for image ``i`` comes from seed ``seed + i``, so an image does not change with the batch size."""
-        shape = (self.spec.channels, self.spec.resolution, self.spec.resolution)
+        shape = tuple(self.spec.shape)
         noise = [torch.randn(shape, generator=torch.Generator().manual_seed(seed + i)) for i in range(n)]
         return torch.stack(noise).to(self.device) * sigma_max
 
