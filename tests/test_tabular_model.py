@@ -3,6 +3,7 @@ conditional sampling and the CLI."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -187,8 +188,13 @@ def test_cli_fit_sample_evaluate(tmp_path, capsys):
                    "--seed", 1) == 0
     rows = pd.read_csv(synthetic)
     assert list(rows.columns) == list(table.columns) and (rows["group"] == "left").all() and rows["empty"].isna().all()
+    record = json.loads((tmp_path / "synthetic.csv.json").read_text())
+    assert record["seed"] == 1 and record["rows"] == 50 and record["where"] == ["group=left"]
+    assert run_cli("tabular", "fit", tmp_path / "train.csv", "-o", model_dir, "--target", "group", "--steps", 40,
+                   "--resume") == 0  # continues the 30-step run from its final checkpoint
+    assert "fitted 40 steps" in capsys.readouterr().out
     assert run_cli("tabular", "evaluate", tmp_path / "train.csv", synthetic, "--holdout", tmp_path / "holdout.csv",
-                   "--target", "group") == 0
+                   "--target", "group", "--no-reference") == 0
     assert "Column shapes error" in capsys.readouterr().out
     assert (tmp_path / "synthetic_report.json").is_file() and (tmp_path / "synthetic_columns.png").is_file()
     assert run_cli("tabular", "sample", model_dir, "-n", 5, "-o", synthetic, "--where", "colour=red") == 2
@@ -200,3 +206,16 @@ def test_cli_reports_bad_files_in_one_line(tmp_path, capsys):
     assert run_cli("tabular", "fit", tmp_path / "header.csv", "-o", tmp_path / "m") == 2
     err = capsys.readouterr().err
     assert "has a header (2 columns) but no data rows" in err and "Traceback" not in err
+
+
+def test_train_and_load_through_the_public_api(tmp_path):
+    import noisecraft
+
+    two_cluster_table(64, seed=2).to_csv(tmp_path / "t.csv", index=False)
+    result = noisecraft.train({"data": str(tmp_path / "t.csv"), "out_dir": str(tmp_path / "m"), "steps": 3,
+                               "batch_size": 16}, modality="tabular", progress=False)
+    assert result.step == 3
+    model = noisecraft.load(tmp_path / "m")
+    assert isinstance(model, TabularModel) and len(model.sample(7, seed=0)) == 7
+    with pytest.raises(ValueError, match="needs 'out_dir'"):
+        noisecraft.train({"data": str(tmp_path / "t.csv")}, modality="tabular")

@@ -134,11 +134,12 @@ def sample(
     elif label:
         labels = label * n if len(label) == 1 else label
     count = len(labels) if labels else n
+    out = prepare_output_folder(out)
     start = time.perf_counter()
     images, parameters = pipeline.sample(count, labels=labels, guidance=guidance, steps=steps, sampler=sampler,
                                          schedule=schedule, seed=seed, progress=progress_bar("sampling"))
     seconds = time.perf_counter() - start
-    grid, files = pipeline.save(images, parameters, prepare_output_folder(out), nrow=nrow, row_labels=row_labels)
+    grid, files = pipeline.save(images, parameters, out, nrow=nrow, row_labels=row_labels)
     typer.echo(saved_message(files, grid, parameters, seconds))
 
 

@@ -91,9 +91,10 @@ def generate(
     params = {"n": batch, "prompt": prompt, "negative_prompt": negative, "guidance": guidance, "steps": steps,
               "sampler": sampler, "schedule": schedule, "init_image": init_image, "mask": mask,
               "strength": strength, "resize": resize}
+    out = prepare_output_folder(out)
     bar = progress_bar("sampling")
     generation = pipeline.generate(params, seed=seed, progress=lambda done, total: bar({"total": total}))
-    grid, files = pipeline.save(generation.items, generation.parameters, prepare_output_folder(out),
+    grid, files = pipeline.save(generation.items, generation.parameters, out,
                                 row_labels=None)
     typer.echo(saved_message(files, grid, generation.parameters, generation.seconds))
 

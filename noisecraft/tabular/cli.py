@@ -46,6 +46,8 @@ def fit(
     seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and noise.")] = 0,
     encoding: Annotated[str, typer.Option(help="Text encoding of a CSV file.")] = "utf-8",
     sep: Annotated[Optional[str], typer.Option(help=SEP_HELP)] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in OUT from its latest checkpoint (same data and "
+                                              "settings; a larger --steps trains longer).")] = False,
 ) -> None:
     """Fit a joint diffusion model (numbers: Gaussian, categories: masked) to DATA and save it to OUT."""
     from noisecraft.tabular.io import read_table
@@ -54,7 +56,7 @@ def fit(
     with _readable_warnings():
         frame = read_table(data, encoding=encoding, sep=sep)  # read here: the model API takes no delimiter
         model = fit_model(frame, target=target, schema=schema, minutes=minutes, out_dir=out, steps=steps,
-                          batch_size=batch_size, seed=seed, encoding=encoding)
+                          batch_size=batch_size, seed=seed, encoding=encoding, resume=resume)
     typer.echo(f"fitted {model.model_config['steps_done']} steps; model saved to {out}")
 
 
@@ -68,15 +70,25 @@ def sample(
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     steps: Annotated[Optional[int], typer.Option(help="Sampler steps (default: the model's, 32).")] = None,
     batch_size: Annotated[int, typer.Option(help="Rows generated at a time (bounds memory).")] = 16384,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
 ) -> None:
-    """Generate synthetic rows with the training table's columns, dtypes and labels."""
+    """Generate synthetic rows with the training table's columns, dtypes and labels; OUT.json beside OUT records
+    the parameters and seed that made them."""
+    import json
+
+    from noisecraft.cli_common import progress_bar
     from noisecraft.tabular.io import write_table
     from noisecraft.tabular.model import TabularModel
+    from noisecraft.training.checkpoint import atomic_write_bytes
 
-    model = TabularModel.load(model_dir)
-    rows = model.sample(num_rows, where=where, seed=seed, steps=steps, batch_size=batch_size)
-    write_table(rows, out)
-    typer.echo(f"wrote {len(rows)} rows to {out}")
+    model = TabularModel.load(model_dir, device=device)
+    request = {"rows": num_rows, "where": where, "batch_size": batch_size} | ({"steps": steps} if steps else {})
+    bar = progress_bar("sampling")
+    generation = model.generate(request, seed=seed, progress=lambda done, total: bar({"total": total}))
+    write_table(generation.items, out)
+    record = Path(f"{out}.json")
+    atomic_write_bytes(record, json.dumps(generation.parameters, indent=1, sort_keys=True).encode("utf-8"))
+    typer.echo(f"wrote {len(generation.items)} rows to {out} ({generation.seconds:.1f} s; parameters: {record})")
 
 
 @app.command()

@@ -287,7 +287,10 @@ def fit(data, *, target: str | None = None, schema=None, minutes: float | None =
             always_given[index if part == "num" else len(codec.numeric) + index] = True
     loss_fn = JointLoss(process=process, mask_id=denoiser.net.mask_id, condition_rate=condition_rate,
                         always_given=always_given)
-    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(200, steps // 10),
+    warmup_steps = min(200, steps // 10)
+    if resume:  # the warm-up was planned from the first run's length: keep it, so only `steps` changes
+        warmup_steps = (read_config(out_dir).get("train_config") or {}).get("warmup_steps", warmup_steps)
+    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
                          ema_decay=0.995, seed=seed, checkpoint_every=500 if out_dir is not None else 0, log_every=max(1, min(100, steps // 10)),
                          max_minutes=minutes)
     with tempfile.TemporaryDirectory() if out_dir is None else nullcontext(out_dir) as directory:
