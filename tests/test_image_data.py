@@ -148,6 +148,20 @@ def test_skip_bad_skips_counts_and_warns(tmp_path):
         ImageFolderDataset(tmp_path, skip_bad=True)
 
 
+def test_skip_bad_warns_once_naming_the_files_and_why(tmp_path):
+    write_image(tmp_path / "good.png")
+    write_truncated_png(tmp_path / "half.png")
+    for i in range(6):
+        (tmp_path / f"noise{i}.jpg").write_bytes(b"not an image")
+    with pytest.warns(UserWarning) as warned:
+        dataset = ImageFolderDataset(tmp_path, skip_bad=True)
+    assert len(warned) == 1 and len(dataset.skipped) == 7
+    message = str(warned[0].message)
+    assert message.startswith(f"skipped 7 unreadable image file(s) in {tmp_path}: half.png (")
+    assert "truncated" in message and "cannot identify image file" in message  # why each one was skipped
+    assert "noise3.jpg" in message and "noise4.jpg" not in message and message.endswith("and 2 more")
+
+
 def test_mixed_sizes_need_resolution(tmp_path):
     write_image(tmp_path / "a.png", size=(32, 32))
     write_image(tmp_path / "b.png", size=(28, 28))
@@ -273,9 +287,9 @@ def test_unknown_data_says_what_is_accepted(tmp_path):
 def test_data_settings_that_do_not_fit_are_refused():
     from noisecraft.images.training import build_dataset
 
-    with pytest.raises(ValueError, match="^the digits dataset is grey: use channels=1"):
+    with pytest.raises(ValueError, match=r"^the digits dataset is grey: use --channels 1 \(Python: channels=1\)"):
         build_dataset(train_config("digits", channels=3))
-    with pytest.raises(ValueError, match="^the shapes world is RGB: use channels=3"):
+    with pytest.raises(ValueError, match=r"^the shapes world is RGB: use --channels 3 \(Python: channels=3\)"):
         build_dataset(train_config("shapes", channels=1))
     with pytest.raises(ValueError, match="^'world' settings only apply to data='shapes', not 'digits:train'$"):
         build_dataset(train_config("digits:train", world={"resolution": 16}))

@@ -236,10 +236,12 @@ def test_resume_in_process_is_bit_identical(tmp_path):
 
 
 def test_resume_refusals_name_the_problem(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint .*; start without --resume \(Python: resume=False\)"):
         toy_trainer(tmp_path, toy_config(steps=2)).fit(resume=True)
     toy_trainer(tmp_path, toy_config(steps=2)).fit()
-    with pytest.raises(FileExistsError, match="pass resume=True"):
+    with pytest.raises(FileExistsError,
+                       match=r"holds checkpoints .*: continue it with --resume \(Python: resume=True\) or choose a "
+                             "new --out"):
         toy_trainer(tmp_path, toy_config(steps=2)).fit()
     with pytest.raises(ValueError, match=r"TrainConfig differs in \['lr'\]"):
         toy_trainer(tmp_path, toy_config(steps=4, lr=0.5)).fit(resume=True)

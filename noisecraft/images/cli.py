@@ -40,7 +40,12 @@ def train(
                                                            "and weights are the starting point.")] = None,
     parameterization: Annotated[str, typer.Option(help="edm (Karras et al. 2022), eps (DDPM noise prediction) or v "
                                                        "(v-prediction).")] = "edm",
-    unconditional: Annotated[bool, typer.Option(help="Ignore class labels even if the data has them.")] = False,
+    unconditional: Annotated[bool, typer.Option(help="Ignore class labels and captions even if the data has "
+                                                     "them.")] = False,
+    text_encoder: Annotated[Optional[str], typer.Option(help="Text encoder for captioned data (metadata.jsonl or "
+                                                             ".txt files): minilm (frozen; the default when the data "
+                                                             "has captions), learned (small, trained with the "
+                                                             "model) or none (ignore the captions).")] = None,
     steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 4000,
     batch_size: Annotated[int, typer.Option(help="Images per step and process.")] = 64,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (after warm-up).")] = 1e-3,
@@ -68,20 +73,25 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and noise.")] = 0,
     random_flip: Annotated[bool, typer.Option(help="Random horizontal flips (folders only).")] = False,
     skip_bad: Annotated[bool, typer.Option(help="Skip unreadable image files instead of stopping.")] = False,
-    resume: Annotated[bool, typer.Option(help="Continue from OUT's latest checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue OUT's run from its latest checkpoint with the run's own "
+                                              "settings; give only what changes (e.g. a larger --steps).")] = False,
 ) -> None:
     """Train an image diffusion model (single process, or multi-GPU/multi-node under torchrun)."""
     from noisecraft.images.training import train_images
 
     explicit = {k for k, v in ctx.params.items() if ctx.get_parameter_source(k).name == "COMMANDLINE"}
     explicit |= {"compile"} if "compile_model" in explicit else set()
+    # A new run takes every option, defaults included; a config file or a resumed run brings its own settings,
+    # which only the options typed here override.
+    every_option = not config and not resume
     settings = load_json(config) if config else {}
     flat = dict(data=data, out_dir=str(out), resolution=resolution, channels=channels, preset=preset,
                 parameterization=parameterization, conditional=not unconditional, random_flip=random_flip,
-                skip_bad=skip_bad, init_from=str(init_from) if init_from else None)
+                skip_bad=skip_bad, init_from=str(init_from) if init_from else None,
+                text_encoder=_text_encoder_setting(text_encoder, settings.get("text_encoder")))
     names = {"out_dir": "out", "conditional": "unconditional"}
     for key, value in flat.items():
-        if not config or names.get(key, key) in explicit:
+        if every_option or names.get(key, key) in explicit:
             settings[key] = value
     train_settings = dict(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, lr_decay=lr_decay,
                           lr_decay_steps=lr_decay_steps, lr_min_ratio=lr_min_ratio, ema_decay=ema_decay,
@@ -89,10 +99,20 @@ def train(
                           cache_on_device=cache_on_device, compile=compile_model, max_minutes=max_minutes, seed=seed,
                           checkpoint_every=checkpoint_every, sample_every=sample_every)
     settings["train"] = settings.get("train", {}) | {k: v for k, v in train_settings.items()
-                                                      if not config or k in explicit}
+                                                      if every_option or k in explicit}
     result = train_images(settings, resume=resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         typer.echo(f"trained to step {result.step} in {result.wall_time:.0f} s ({result.reason}); model: {out}")
+
+
+def _text_encoder_setting(name: str | None, configured: dict | None) -> dict | None:
+    """``--text-encoder NAME`` as a config value; a config file's settings of that same encoder (dim, layers, ...)
+    are kept rather than replaced by its defaults."""
+    if name is None:
+        return None
+    if isinstance(configured, dict) and configured.get("name") == name:
+        return configured
+    return {"name": name}
 
 
 @app.command()

@@ -160,7 +160,7 @@ class ImageFolderDataset(_ImageItems):
             if in_memory:
                 pixels.append(pil_to_uint8(self._preprocess(image)))
         if self.skipped:
-            warnings.warn(f"skipped {len(self.skipped)} unreadable image file(s) in {self.root}", stacklevel=2)
+            warnings.warn(self._skipped_message(), stacklevel=2)
         if not self.files:
             raise DataError(f"no readable images in {self.root} ({len(self.skipped)} unreadable files skipped)")
         if resolution is None and len(set(sizes)) > 1:
@@ -196,6 +196,18 @@ class ImageFolderDataset(_ImageItems):
 
     def _relative(self, index: int) -> str:
         return self.files[index].relative_to(self.root).as_posix()
+
+    def _skipped_message(self, shown: int = 5) -> str:
+        """One warning for all of ``skipped``: the first ``shown`` files, each with why it could not be read (so it
+        can be fixed or deleted), then how many more."""
+        def described(path: Path, error: str) -> str:
+            reason = error.removeprefix(f"cannot read image {path}: ")  # open_image's message names the path
+            return f"{path.relative_to(self.root).as_posix()} ({reason})"
+
+        names = [described(path, error) for path, error in self.skipped[:shown]]
+        more = len(self.skipped) - len(names)
+        return (f"skipped {len(self.skipped)} unreadable image file(s) in {self.root}: {', '.join(names)}"
+                + (f" and {more} more" if more else ""))
 
 
 class TensorImageDataset(_ImageItems):
@@ -336,7 +348,7 @@ def data_suffix(data: str, choices: Sequence[str]) -> str:
 def _digits_data(config: Any) -> TensorImageDataset:
     split = data_suffix(config.data, ("", "train", "test", "all")) or "all"
     if config.channels not in (None, 1):
-        raise DataError("the digits dataset is grey: use channels=1 (or leave it unset)")
+        raise DataError("the digits dataset is grey: use --channels 1 (Python: channels=1) or leave it unset")
     return digits_dataset(resolution=config.resolution or 16, split=split)
 
 
@@ -346,7 +358,7 @@ def _shapes_data(config: Any) -> Dataset:
 
     data_suffix(config.data, ("",))
     if config.channels not in (None, 3):
-        raise DataError("the shapes world is RGB: use channels=3 (or leave it unset)")
+        raise DataError("the shapes world is RGB: use --channels 3 (Python: channels=3) or leave it unset")
     world = ShapesWorldConfig.from_dict({"resolution": config.resolution or 32, **config.world})
     return ShapesDataset(config.num_examples, seed=config.train.get("seed", 0), config=world)
 

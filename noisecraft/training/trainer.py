@@ -290,12 +290,14 @@ class Trainer:
         checkpoint = latest_checkpoint(self.out_dir)
         if not resume:
             if checkpoint is not None:
-                raise FileExistsError(f"{self.out_dir} already holds checkpoints (latest: {checkpoint.name}); "
-                                      "pass resume=True to continue that run, or choose an empty out_dir")
+                raise FileExistsError(f"{self.out_dir} already holds checkpoints (latest: {checkpoint.name}): "
+                                      "continue it with --resume (Python: resume=True) or choose a new --out "
+                                      "(Python: out_dir)")
             return 0
         if checkpoint is None:
-            raise FileNotFoundError(f"cannot resume: no checkpoint in {self.out_dir / CHECKPOINTS_DIR}; "
-                                    "start without resume (it is written every checkpoint_every steps)")
+            raise FileNotFoundError(f"cannot resume: no checkpoint in {self.out_dir / CHECKPOINTS_DIR}; start without "
+                                    "--resume (Python: resume=False); a checkpoint is written every "
+                                    "--checkpoint-every steps and when training stops")
         # Compare configs before touching weights: a different model would otherwise fail with a shape error.
         self._check_resumable(read_config(checkpoint), checkpoint=checkpoint)
         state = load_checkpoint(checkpoint, self.model, self.ema, self.optimizer, self.scheduler)
@@ -327,13 +329,14 @@ class Trainer:
     def _check_resumable(self, saved: dict, *, checkpoint: Path) -> None:
         model_diff = _differing_keys(self.model_config, saved.get("model_config"))
         if model_diff:
-            raise ValueError(f"cannot resume from {checkpoint}: model_config differs in {model_diff}; use the "
-                             "model_config of the original run, or start a new out_dir")
+            raise ValueError(f"cannot resume from {checkpoint}: model_config differs in {model_diff}; resume with "
+                             "the run's own settings, or start a new --out (Python: out_dir)")
         train_diff = [key for key in _differing_keys(self.config.to_dict(), saved.get("train_config"))
                       if key not in RESUMABLE_CHANGES]
         if train_diff:
             raise ValueError(f"cannot resume from {checkpoint}: TrainConfig differs in {train_diff} (only "
-                             f"{sorted(RESUMABLE_CHANGES)} may change on resume); start a new out_dir instead")
+                             f"{sorted(RESUMABLE_CHANGES)} may change on resume); start a new --out (Python: "
+                             "out_dir) instead")
 
     def _say(self, message: str, context: DistributedContext) -> None:
         if context.is_main and self.progress:
@@ -409,7 +412,7 @@ class Trainer:
             plot_loss_curve(self._logger.records, self.out_dir / "loss.png")
         barrier(context)
         if reason != "completed":
-            self._say(f"stopped at step {self.step} ({reason}); resume with --resume (CLI) or fit(resume=True)",
+            self._say(f"stopped at step {self.step} ({reason}); continue with --resume (Python: resume=True)",
                       context)
         return TrainResult(step=self.step, loss=loss, out_dir=self.out_dir, checkpoint=checkpoint,
                            log_path=self.log_path, wall_time=time.monotonic() - started,
