@@ -18,6 +18,8 @@ from torch import nn
 
 from noisecraft.jsonconfig import from_dict
 
+from .transformer import PRESETS as TRANSFORMER_PRESETS
+from .transformer import SequenceTransformer, SequenceTransformerConfig, transformer_config
 from .unet import PRESETS as UNET_PRESETS
 from .unet import UNet2D, UNetConfig, unet_config
 
@@ -95,3 +97,5 @@ def network_config(name: str, preset: str, **overrides: Any) -> dict[str, Any]:
 
 # The built-in networks.
 register_network("unet2d", UNetConfig, UNet2D, UNET_PRESETS, configure=unet_config)
+register_network("sequence_transformer", SequenceTransformerConfig, SequenceTransformer, TRANSFORMER_PRESETS,
+                 configure=transformer_config)
