@@ -147,3 +147,12 @@ register(Modality(
     tiny_model="noisecraft.tabular.model:make_tiny_model",
     extra="tabular",
 ))
+register(Modality(
+    name="text", summary="Text generation by masked diffusion (fit on a corpus, sample with prefixes or infilling, "
+                         "bits per character).",
+    kinds=("text",),
+    pipeline="noisecraft.textgen.pipeline:TextPipeline",
+    train="noisecraft.textgen.training:train_text",
+    cli="noisecraft.textgen.cli:app",
+    tiny_model="noisecraft.textgen.training:make_tiny_model",
+))
