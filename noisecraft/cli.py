@@ -45,6 +45,7 @@ def build_app() -> typer.Typer:
     for name, command in ROOT_ALIASES.items():
         app.command(name)(command)
     register_text_commands(app)  # generate, eval shapes
+    _mount_service()
     return app
 
 
@@ -59,6 +60,19 @@ def demo(
     from noisecraft.demo import run_demo
 
     run_demo(out, steps=steps)
+
+
+def _mount_service() -> None:
+    """`serve` and `worker`, when the service's packages (the `serve` extra) are installed."""
+    try:
+        from noisecraft.service.cli import serve, worker
+    except ModuleNotFoundError as error:
+        missing = f"needs {error.name}: pip install 'noisecraft[serve]'"
+        stub = typer.Typer(help=f"Generation service (unavailable: {missing}).")
+        app.add_typer(stub, name="serve")
+        return
+    app.command(help=serve.__doc__)(serve)
+    app.command(help=worker.__doc__)(worker)
 
 
 @app.command()

@@ -191,6 +191,16 @@ def _checks(when: str, modality: str) -> list[Callable]:
     return [check for check, only in list(_CHECKS[when]) if only is None or modality in only]
 
 
+def run_checks(when: str, pipeline: "Pipeline", subject):
+    """Run the ``when`` checks of ``pipeline``'s modality on ``subject`` (the resolved params before, the
+    :class:`Generation` after) and return what the after-checks made of it. :meth:`Pipeline.generate` calls this;
+    a server calls it at submit time too, to refuse a request before queuing it."""
+    for check in _checks(when, pipeline.modality):
+        result = check(pipeline, subject)
+        subject = result if when == "after" else subject
+    return subject
+
+
 class Pipeline:
     """Base of every modality's pipeline. Subclasses set ``modality`` and implement ``load``, ``parameters``,
     ``_generate`` and ``save_outputs``; :meth:`generate` adds parameter checking, the checks and the timing."""
@@ -235,14 +245,11 @@ class Pipeline:
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
             raise ParameterError("seed", f"must be an integer in [0, 2^63), got {seed!r}")
         resolved = self.check_params(params)
-        for check in _checks("before", self.modality):
-            check(self, resolved)
+        run_checks("before", self, resolved)
         start = time.perf_counter()
         generation = self._generate(resolved, seed=seed, progress=progress, cancel=cancel)
         generation.seconds = round(time.perf_counter() - start, 3)
-        for check in _checks("after", self.modality):
-            generation = check(self, generation)
-        return generation
+        return run_checks("after", self, generation)
 
     def _generate(self, params: dict[str, Any], *, seed: int, progress: Progress | None,
                   cancel: Cancel | None) -> Generation:
