@@ -49,6 +49,16 @@ def build_app() -> typer.Typer:
     return app
 
 
+@app.callback()
+def _root(safety: Annotated[bool, typer.Option("--safety/--no-safety", help="Safety filters on prompts and outputs (on "
+                                              "by default; NOISECRAFT_SAFETY=off also turns them off, "
+                                              "NOISECRAFT_SAFETY=policy.json picks a policy).")] = True) -> None:
+    if safety:
+        from noisecraft.safety import ensure_enabled
+
+        ensure_enabled()
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for the demo.")] = Path("runs/demo"),

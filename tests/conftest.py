@@ -1,7 +1,13 @@
 """Shared test fixtures."""
 
+import os
+
 import pytest
 import torch
+
+# Safety filters are on by default for users; tests turn them on where they test them (tests/test_safety_*.py), so
+# the rest does not load the concept encoder for every generation.
+os.environ.setdefault("NOISECRAFT_SAFETY", "off")
 
 
 @pytest.fixture(autouse=True, scope="session")

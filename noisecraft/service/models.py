@@ -52,6 +52,9 @@ class PipelineCache:
     parallel). Pipelines are shared by worker threads: the protocol guarantees concurrent ``generate`` calls."""
 
     def __init__(self):
+        from noisecraft.safety import ensure_enabled  # the service filters like the CLI and API (NOISECRAFT_SAFETY)
+
+        ensure_enabled()
         self._lock = threading.Lock()
         self._key_locks: dict[tuple[str, str], threading.Lock] = {}
         self._pipelines: dict[tuple[str, str], Pipeline] = {}
