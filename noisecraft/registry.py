@@ -156,3 +156,13 @@ register(Modality(
     cli="noisecraft.textgen.cli:app",
     tiny_model="noisecraft.textgen.training:make_tiny_model",
 ))
+register(Modality(
+    name="molecules", summary="Molecules as SMILES or SELFIES by masked diffusion (fit on a SMILES file or MOSES, "
+                              "sample with property targets, guidance and substructures, evaluate MOSES metrics).",
+    kinds=("molecules",),
+    pipeline="noisecraft.molecules.pipeline:MoleculePipeline",
+    train="noisecraft.molecules.training:train_molecules",
+    cli="noisecraft.molecules.cli:app",
+    tiny_model="noisecraft.molecules.training:make_tiny_model",
+    extra="molecules",
+))

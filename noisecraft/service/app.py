@@ -2,7 +2,8 @@
 
 ``create_app(ServiceConfig(...))`` builds the app; ``noisecraft serve`` runs it with uvicorn. Every model and every
 parameter comes from the modality registry and the pipeline protocol (``describe``, ``json_schema``,
-``check_params``), so a new modality is served with no change here. OpenAPI docs: ``/docs``.
+``check_params``), so a new modality is served with no change here. OpenAPI docs: ``/docs``. The web studio
+(``static/``: plain HTML, JS and CSS over this API, no build step) is served at ``/``.
 
 Bad input is always a 4xx whose ``detail`` names what was wrong (the parameter, the limit); only bugs are 500s.
 """
@@ -32,6 +33,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -49,6 +51,12 @@ MEDIA_TYPES = {".jsonl": "application/jsonl", ".csv": "text/csv; charset=utf-8",
                ".ply": "application/x-ply", ".sdf": "chemical/x-mdl-sdfile", ".xyz": "chemical/x-xyz",
                ".mp4": "video/mp4", ".webm": "video/webm", ".npz": "application/octet-stream"}
 UPLOAD_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp", "GIF": "gif"}
+STATIC_DIR = Path(__file__).parent / "static"
+# the studio loads only its own files; results are shown through blob: URLs (fetched with the bearer token)
+STUDIO_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+                               "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
 
 
 @dataclass
@@ -266,6 +274,14 @@ def create_app(config: ServiceConfig | None = None, *, catalogue: Catalogue | No
             return catalogue.pipeline(name, check_device)
         except registry.MissingDependency as error:
             raise ApiError(503, f"model {name!r} cannot be loaded on this server: {error}") from None
+
+    # --- the web studio (no token needed for the page itself: every API call it makes sends the token) ---
+
+    @app.get("/", include_in_schema=False)
+    def studio() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8", headers=STUDIO_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     # --- endpoints ---
 

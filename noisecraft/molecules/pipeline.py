@@ -1,0 +1,299 @@
+"""``MoleculePipeline``: a trained molecule model folder behind the pipeline protocol (noisecraft.protocol).
+
+A request: ``{"n": 100, "targets": ["qed=0.9", "logp=2"], "guidance": 2, "contains": "c1ccccc1"}``.
+
+- ``targets``: property values the molecules should have (NAME=VALUE, for properties the model was trained on);
+  the others are left free. A value outside the training range is allowed but warned about (the range is named).
+- ``guidance``: classifier-free guidance weight w (1: the conditional model; > 1 pushes harder towards the targets;
+  needs a target).
+- ``contains``: a SMARTS substructure every returned molecule must contain, by rejection: batches of n are drawn
+  (at most ``tries`` batches) and the first n matching molecules kept; the record says how many were drawn and how
+  many matched (fewer than n when the tries run out).
+
+Items: one dict per molecule (``smiles`` canonical, or empty with ``reason``; ``generated`` the raw sampled string;
+the computed properties; PAINS / Brenk alerts). ``save_outputs`` writes ``molecules.csv``, ``molecules.json``
+(the parameters) and ``molecules.png`` (a grid of the first valid molecules drawn by RDKit, properties as legends).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from noisecraft import __version__
+from noisecraft.device import resolve_device
+from noisecraft.protocol import Generation, Param, ParameterError, Pipeline, StepReporter
+from noisecraft.training.checkpoint import atomic_write_bytes, load_weights, read_config, resolve_model_dir
+
+from .properties import PROPERTIES, REPORTED, Normalizer, parse_target
+from .tokenizers import TOKENIZER_FILE, MoleculeTokenizer, load_tokenizer
+
+MODEL_KIND = "molecules"
+MAX_N = 10_000
+MAX_STEPS = 4096
+MAX_TRIES = 100
+GRID = 12  # molecules drawn in the PNG
+OUTPUT_STEM = "molecules"
+
+
+def find_tokenizer(model_dir: Path, name: str = TOKENIZER_FILE) -> Path:
+    """The tokenizer of a model folder: in it, or, for ``run/checkpoints/step_N``, in the run folder."""
+    for folder in (model_dir, model_dir.parent.parent):
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"{model_dir} has no {name}: a molecule model folder holds the tokenizer it was trained "
+                            f"with (written by `noisecraft molecules fit`)")
+
+
+_CATALOGS: dict[str, Any] = {}
+
+
+def _catalog(name: str):
+    from rdkit.Chem.FilterCatalog import FilterCatalog, FilterCatalogParams
+
+    if name not in _CATALOGS:
+        params = FilterCatalogParams()
+        params.AddCatalog(getattr(FilterCatalogParams.FilterCatalogs, name.upper()))
+        _CATALOGS[name] = FilterCatalog(params)
+    return _CATALOGS[name]
+
+
+def alerts(mol) -> dict[str, str]:
+    """The PAINS and Brenk structural alerts a molecule matches (descriptions joined by '; ', '' when none)."""
+    return {name: "; ".join(sorted({entry.GetDescription() for entry in _catalog(name).GetMatches(mol)}))
+            for name in ("pains", "brenk")}
+
+
+def analyse(generated: str, smiles: str, names: list[str], pattern=None) -> dict[str, Any]:
+    """One output row: canonical SMILES or the reason it is not a molecule, properties and alerts."""
+    from rdkit import Chem
+
+    from .data import parse_smiles
+
+    row: dict[str, Any] = {"smiles": "", "reason": "", "generated": generated}
+    mol, reason = parse_smiles(smiles) if smiles else (None, "empty: the model ended the molecule at once")
+    if mol is None:
+        row["reason"] = reason
+        return row
+    row["smiles"] = Chem.MolToSmiles(mol)
+    for name in names:
+        row[name] = round(float(PROPERTIES[name].compute(mol)), 6)
+    row |= alerts(mol)
+    if pattern is not None:
+        row["contains"] = bool(mol.HasSubstructMatch(pattern))
+    return row
+
+
+class MoleculePipeline(Pipeline):
+    """A molecule diffusion model (network + tokenizer + property normalisation); ``noisecraft.load`` returns one."""
+
+    modality = "molecules"
+
+    def __init__(self, model: torch.nn.Module, spec: Any, tokenizer: MoleculeTokenizer, model_config: dict, *,
+                 source: str = ""):
+        self.model, self.spec, self.tokenizer = model.eval(), spec, tokenizer
+        self.model_config, self.source = model_config, source
+        props = (spec.extra or {}).get("properties")
+        self.normalizer = Normalizer.from_dict(props) if props else None
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str = "cpu", use_ema: bool = True) -> "MoleculePipeline":
+        from noisecraft.sequence.model import SequenceDiffusionModel, SequenceModelSpec
+
+        model_dir = resolve_model_dir(path)
+        model_config = read_config(model_dir)["model_config"]
+        if model_config.get("kind") != MODEL_KIND:
+            raise ValueError(f"{model_dir} holds a {model_config.get('kind')!r} model, not a molecule one")
+        spec = SequenceModelSpec.from_dict(model_config)
+        tokenizer = load_tokenizer(find_tokenizer(model_dir, (spec.extra or {}).get("tokenizer", TOKENIZER_FILE)))
+        if tokenizer.vocab_size != spec.vocab_size:
+            raise ValueError(f"{model_dir}: the tokenizer has {tokenizer.vocab_size} tokens but the model "
+                             f"{spec.vocab_size}; the folder mixes files of different runs")
+        model = SequenceDiffusionModel(spec)
+        load_weights(model, model_dir, use_ema=use_ema)
+        model = model.to(resolve_device(device or "cpu")).eval()
+        model.requires_grad_(False)
+        return cls(model, spec, tokenizer, model_config, source=str(model_dir))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def property_names(self) -> list[str]:
+        return list(self.normalizer.names) if self.normalizer else []
+
+    @property
+    def reported(self) -> list[str]:
+        """The properties computed for every generated molecule: the model's, then QED, logP, SA, MW."""
+        return self.property_names + [name for name in REPORTED if name not in self.property_names]
+
+    # --- the pipeline protocol ---
+
+    def parameters(self) -> list[Param]:
+        length = int(self.spec.max_length)
+        known = ", ".join(f"{n} ({lo:.3g}..{hi:.3g})" for n in self.property_names
+                          for lo, hi in [self.normalizer.range(n)]) or "none: this model is unconditional"
+        return [
+            Param("n", "int", 10, "Number of molecules to generate.", 1, MAX_N),
+            Param("steps", "int", length, f"Denoising steps (default: the model's length, {length} tokens; fewer "
+                                          "is faster, coarser).", 1, MAX_STEPS),
+            Param("targets", "strings", [], f"Property targets NAME=VALUE, e.g. qed=0.8 (trained on: {known}).",
+                  None, None),
+            Param("guidance", "float", 1.0, "Classifier-free guidance weight towards the targets (1: the plain "
+                                            "conditional model; 2-4 pushes harder; needs a target).", 0, 20),
+            Param("contains", "str", "", "SMARTS substructure every molecule must contain (by rejection: batches "
+                                         "are drawn until n match or the tries run out).", None, 1000),
+            Param("tries", "int", 10, "With contains: at most this many batches of n are drawn.", 1, MAX_TRIES),
+            Param("temperature", "float", 1.0, "Sampling temperature (0: always the most probable token).", 0, 5),
+            Param("top_p", "float", 1.0, "Nucleus sampling: draw only from the most probable tokens making up this "
+                                         "probability mass (1: all; must be > 0).", 0, 1),
+        ]
+
+    def _plan(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Checked targets (name -> value), their warnings, the condition tensors and the SMARTS pattern."""
+        if not params["top_p"] > 0:
+            raise ParameterError("top_p", f"must be > 0 (a nucleus holds at least the most probable token), got "
+                                          f"{params['top_p']:g}")
+        targets: dict[str, float] = {}
+        for text in params["targets"] or []:
+            try:
+                name, value = parse_target(text, self.property_names)
+            except ValueError as error:
+                raise ParameterError("targets", str(error)) from None
+            if name in targets:
+                raise ParameterError("targets", f"{name!r} is targeted twice")
+            targets[name] = value
+        notes = []
+        for name, value in targets.items():
+            low, high = self.normalizer.range(name)
+            if not low <= value <= high:
+                notes.append(f"target {name}={value:g} is outside the training range of {name} "
+                             f"[{low:.4g}, {high:.4g}]; expect it to be missed")
+        if params["guidance"] != 1 and not targets:
+            raise ParameterError("guidance", "guidance pushes towards targets; give at least one target "
+                                             "(NAME=VALUE) or leave guidance at 1")
+        cond = None
+        if targets:
+            k = len(self.property_names)
+            vector = torch.zeros(1, 2 * k)
+            for name, value in targets.items():
+                i = self.property_names.index(name)
+                vector[0, i] = self.normalizer.normalise(name, value)
+                vector[0, k + i] = 1.0
+            cond = {"cond": vector, "cond_mask": torch.ones(1, dtype=torch.bool)}
+        pattern = None
+        if params["contains"]:
+            from rdkit import Chem
+
+            from .data import quiet_rdkit
+
+            quiet_rdkit()
+            pattern = Chem.MolFromSmarts(params["contains"])
+            if pattern is None:
+                raise ParameterError("contains", f"{params['contains']!r} is not valid SMARTS (e.g. c1ccccc1 for a "
+                                                 f"benzene ring, [NX3][CX3]=O for an amide)")
+        return {"targets": targets, "notes": notes, "cond": cond, "pattern": pattern}
+
+    def _generate(self, params: dict[str, Any], *, seed: int, progress, cancel) -> Generation:
+        from noisecraft.sequence.sampling import generate_tokens
+
+        plan = self._plan(params)
+        for note in plan["notes"]:
+            warnings.warn(note, stacklevel=3)
+        n, steps, pattern = params["n"], params["steps"], plan["pattern"]
+        tries = params["tries"] if pattern is not None else 1
+        reporter = StepReporter(steps, progress, cancel)
+        reporter.check_cancel()
+        rows: list[dict[str, Any]] = []
+        drawn = 0
+        for attempt in range(tries):
+            offset = attempt * steps
+            round_seed = seed if attempt == 0 else (seed * 1_000_003 + attempt) % 2**63
+            tokens = generate_tokens(
+                self.model, n, int(self.spec.max_length), steps=steps, seed=round_seed,
+                temperature=params["temperature"], top_p=params["top_p"], guidance=params["guidance"],
+                cond=plan["cond"], device=self.device,
+                progress=lambda done, total, o=offset: reporter.step(max(0, o + done - reporter.done),
+                                                                      total=o + total))
+            for ids in tokens.cpu().tolist():
+                drawn += 1
+                text = self.tokenizer.decode_text(ids)
+                row = analyse(text, self.tokenizer.to_smiles(text), self.reported, pattern)
+                if pattern is None or row.get("contains"):
+                    rows.append(row)
+            if len(rows) >= n:
+                break
+        rows = rows[:n]
+        for index, row in enumerate(rows):
+            row["index"] = index
+            for name, value in plan["targets"].items():
+                row[f"target_{name}"] = value
+        record = {"model": self.source, "modality": self.modality, **params, "seed": seed,
+                  "representation": self.tokenizer.representation, "properties": self.property_names,
+                  "warnings": plan["notes"], "noisecraft": __version__,
+                  "valid": sum(1 for row in rows if row["smiles"])}
+        if pattern is not None:
+            record["contains_report"] = {"drawn": drawn, "tries": attempt + 1, "matched": len(rows),
+                                         "requested": n}
+            if len(rows) < n:
+                message = (f"only {len(rows)} of {n} molecules contain {params['contains']!r} after {drawn} draws "
+                           f"({attempt + 1} tries); raise tries or loosen the pattern")
+                record["warnings"] = plan["notes"] + [message]
+                warnings.warn(message, stacklevel=3)
+        return Generation(rows, record)
+
+    def columns(self, generation: Generation) -> list[str]:
+        targets = [f"target_{name}" for name in self.property_names
+                   if any(f"target_{name}" in row for row in generation.items)]
+        extra = ["contains"] if generation.parameters.get("contains") else []
+        return ["index", "smiles", "reason", *self.reported, *targets, "pains", "brenk", *extra, "generated"]
+
+    def save_outputs(self, generation: Generation, out_dir: str | Path) -> list[Path]:
+        """``molecules.csv`` (one row per molecule), ``molecules.json`` (the parameters) and, when a molecule is
+        valid, ``molecules.png`` (a grid of the first valid ones)."""
+        out_dir = Path(out_dir)
+        return write_outputs(generation, out_dir / f"{OUTPUT_STEM}.csv", self.columns(generation), self.reported)
+
+
+def write_outputs(generation: Generation, csv_path: Path, columns: list[str], properties: list[str]) -> list[Path]:
+    """The CSV at ``csv_path``, the parameters beside it (``.json``) and the PNG grid (``.png``), atomically."""
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in generation.items:
+        writer.writerow({key: ("" if row.get(key) is None else row.get(key, "")) for key in columns})
+    atomic_write_bytes(csv_path, buffer.getvalue().encode("utf-8"))
+    json_path = csv_path.with_suffix(".json")
+    atomic_write_bytes(json_path, (json.dumps(generation.parameters, indent=1, sort_keys=True) + "\n").encode())
+    files = [csv_path, json_path]
+    png = grid_png(generation.items, properties[:3])
+    if png is not None:
+        png_path = csv_path.with_suffix(".png")
+        atomic_write_bytes(png_path, png)
+        files.append(png_path)
+    return files
+
+
+def grid_png(rows: list[dict[str, Any]], properties: list[str], count: int = GRID) -> bytes | None:
+    """PNG bytes of the first ``count`` valid molecules (RDKit ``MolsToGridImage``, properties as legends)."""
+    from rdkit import Chem
+    from rdkit.Chem import Draw
+
+    valid = [row for row in rows if row.get("smiles")][:count]
+    if not valid:
+        return None
+    mols = [Chem.MolFromSmiles(row["smiles"]) for row in valid]
+    legends = [" ".join(f"{name}={row[name]:.2f}" for name in properties if name in row) for row in valid]
+    image = Draw.MolsToGridImage(mols, molsPerRow=4, subImgSize=(250, 200), legends=legends)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
