@@ -7,10 +7,13 @@ from PIL import Image, ImageFilter
 
 from noisecraft.shapes.analyzer import (FAILURES, analyze, check, diagnose, matches, objects_of, relation_holds,
                                        to_rgb_array)
-from noisecraft.shapes.benchmark import (CATEGORIES, benchmark_prompts, format_table, frechet_distance, load_results,
-                                         render_prompts, run_benchmark, save_results, score)
-from noisecraft.shapes.world import (COLOURS, SHAPES, SIZES, Scene, ShapeObject, ShapesWorldConfig, describe,
-                                     is_held_out, make_example, parse_prompt, render)
+from noisecraft.shapes.benchmark import (CATEGORIES, PROMPT_SETS, SEEN_CATEGORIES, benchmark_prompts, format_table,
+                                         frechet_distance, generation_batches, load_results, random_prompts,
+                                         render_benchmark_prompts, render_prompts, run_benchmark, save_results, score,
+                                         select_prompts)
+from noisecraft.shapes.world import (COLOURS, SHAPES, SIZES, ObjectSpec, PromptSpec, Scene, ShapeObject,
+                                     ShapesWorldConfig, describe, is_held_out, make_example, parse_prompt, render)
+from noisecraft.text.prompts import is_composed, parse_composition
 
 
 def identities(objects):
@@ -101,20 +104,73 @@ def test_to_rgb_array_maps_tensor_range_to_pixels():
 # ----------------------------------------------------------------------------------------------------- benchmark
 
 
+def check_prompt_meanings(prompts, config=ShapesWorldConfig()):
+    """Every prompt carries its meaning: grammar prompts parse back to it, composed ones name its objects, and only
+    the held-out category asks for held-out combinations."""
+    assert len({p.text for p in prompts}) == len(prompts)
+    for p in prompts:
+        assert p.meaning, p.text
+        assert (p.category == "composition") == is_composed(p.text), p.text
+        if p.category != "composition":
+            assert p.meaning == (parse_prompt(p.text),), p.text
+            assert is_held_out(p.meaning[0], config) == (p.category == "held_out"), p.text
+            continue
+        concepts = parse_composition(p.text)
+        if concepts[1].weight > 0:  # "A AND B": both objects, nothing else
+            assert p.meaning == (PromptSpec(tuple(parse_prompt(c.text).objects[0] for c in concepts)),), p.text
+        else:  # "a circle AND red:-1": the shape in every other colour
+            shape, colour = concepts[0].text.split()[-1], concepts[1].text
+            assert concepts[1].weight == -1 and colour in COLOURS
+            assert {s.objects for s in p.meaning} == {(ObjectSpec(c, shape),) for c in COLOURS if c != colour}
+
+
 def test_prompt_set_is_fixed_and_separates_seen_from_held_out():
     prompts = benchmark_prompts()
     assert prompts == benchmark_prompts()
     assert {p.category for p in prompts} == set(CATEGORIES)
-    assert len({p.text for p in prompts}) == len(prompts)
+    check_prompt_meanings(prompts)
+    assert [p.text for p in prompts if p.category == "composition"][:1] == ["a red circle AND a blue square"]
+    assert any(p.text == "a circle AND red:-1" for p in prompts)
+    # composition comes last, so the other prompts keep the batches (and images) of earlier versions
+    assert all(p.category == "composition" for p in prompts[-7:])
+
+
+def test_random_prompts_are_reproducible_per_seed_and_cover_every_category():
     config = ShapesWorldConfig()
-    for p in prompts:
-        spec = parse_prompt(p.text)
-        assert spec is not None, p.text
-        assert is_held_out(spec, config) == (p.category == "held_out"), p.text
+    first, again, other = random_prompts(48, 0, config), random_prompts(48, 0, config), random_prompts(48, 1, config)
+    assert first == again and first != other and len(first) == 48
+    assert [p.category for p in first[:len(CATEGORIES)]] == list(CATEGORIES)
+    fixed = {p.text for p in benchmark_prompts(config)}
+    assert len({p.text for p in first} - fixed) > 30  # mostly combinations and phrasings the fixed list lacks
+    for seed in range(5):
+        check_prompt_meanings(random_prompts(40, seed, config), config)
+    phrasings = {p.text.split(" a ")[0] for p in random_prompts(400, 3, config) if p.category == "position"}
+    assert len(phrasings) > 3  # several phrasings, not just the canonical one
+    assert {p.category for p in random_prompts(16, 0, ShapesWorldConfig(held_out_pairs=[], held_out_relations=[]))
+            } == set(CATEGORIES) - {"held_out"}
+    assert {p.category for p in select_prompts("random", 6, 0, config, ["composition"])} == {"composition"}
+    assert [p.category for p in select_prompts("fixed", categories=["composition"])] == ["composition"] * 7
+    with pytest.raises(ValueError, match="unknown prompt set"):
+        select_prompts("mixed")
+    with pytest.raises(ValueError, match="categories from"):
+        random_prompts(4, 0, config, ["colors"])
+    with pytest.raises(ValueError, match=r"unknown categories \['colors'\]"):
+        select_prompts("fixed", categories=["colours", "colors"])
+    assert PROMPT_SETS == ("fixed", "random") and "composition" not in SEEN_CATEGORIES
+
+
+def test_composed_prompts_get_batches_of_their_own():
+    texts = ["a red circle", "a circle AND red:-1", "two blue squares"]
+    assert generation_batches(texts, 2, 3) == [["a red circle", "a red circle", "two blue squares"],
+                                               ["two blue squares"], ["a circle AND red:-1"] * 2]
+
+
+PROMPTS_BY_TEXT = {p.text: p for seed in (0, 1) for p in random_prompts(48, seed)} | {
+    p.text: p for p in benchmark_prompts()}
 
 
 def perfect(prompts, seed):
-    return render_prompts(prompts, seed + 1000)
+    return render_benchmark_prompts([PROMPTS_BY_TEXT[text] for text in prompts], seed + 1000)
 
 
 def test_diagnose_names_the_first_reason_an_image_fails():
@@ -142,12 +198,20 @@ def test_diagnose_names_the_first_reason_an_image_fails():
 def test_perfect_generator_scores_one_and_wrong_generator_scores_low():
     results = run_benchmark(perfect, n_per_prompt=2)
     assert all(value == 1.0 for value in results["categories"].values()), results["categories"]
-    assert results["overall"] == 1.0 and results["held_out"] == 1.0
-    texts = [p.text for p in benchmark_prompts()]
-    subset = benchmark_prompts()[::3]  # every category, fewer images
+    assert results["overall"] == 1.0 and results["held_out"] == 1.0 and results["composition"] == 1.0
+    assert results["prompts"][-1] == {"text": "a triangle AND green:-1", "category": "composition",
+                                      "meaning": ["a red triangle", "a blue triangle", "a yellow triangle",
+                                                  "a purple triangle"]}
+    random_results = run_benchmark(perfect, n_per_prompt=2, prompts=random_prompts(48, 1))
+    assert set(random_results["categories"].values()) == {1.0} and len(random_results["categories"]) == 8
+    assert random_results["phrasings"] == {"training": 1.0, "paraphrase": 1.0}
+    assert results["phrasings"] == {"training": 1.0, "paraphrase": None}  # the fixed list: training templates
+    prompts = benchmark_prompts()
+    subset = prompts[::3]  # every category, fewer images
 
-    def wrong(prompts, seed):  # renders another prompt's scene
-        return render_prompts([texts[(texts.index(p) + 7) % len(texts)] for p in prompts], seed)
+    def wrong(texts, seed):  # renders another prompt's scene
+        index = {p.text: i for i, p in enumerate(prompts)}
+        return render_benchmark_prompts([prompts[(index[t] + 7) % len(prompts)] for t in texts], seed)
 
     wrong_results = run_benchmark(wrong, n_per_prompt=2, prompts=subset)
     assert wrong_results["overall"] < 0.2
@@ -163,7 +227,7 @@ def test_perfect_generator_scores_one_and_wrong_generator_scores_low():
         return torch.rand(len(prompts), 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
     noise_results = run_benchmark(noise, n_per_prompt=2, prompts=subset)
-    assert noise_results["overall"] == 0.0
+    assert noise_results["overall"] == 0.0 and noise_results["composition"] == 0.0
     assert noise_results["fd"] > 20 * results["fd"]
     assert noise_results["diversity"] < 0.5 * noise_results["reference_diversity"]  # noise is all alike
     table = format_table(results)

@@ -7,10 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from noisecraft.shapes.world import (BACKGROUND, BORDER, GAP, PALETTE, PERPENDICULAR_RATIO, SIZES, TEMPLATES,
-                                     ObjectSpec, PromptSpec, Scene, ShapeObject, ShapesDataset, ShapesWorldConfig,
-                                     caption, describe, export_shapes, format_prompt, is_held_out, make_example,
-                                     parse_prompt, relation_spec, render, sample_scene, scene_from_spec, vocabulary)
+from noisecraft.shapes.world import (BACKGROUND, BORDER, GAP, PALETTE, PARAPHRASES, PERPENDICULAR_RATIO, SIZES,
+                                     TEMPLATES, ObjectSpec, PromptSpec, Scene, ShapeObject, ShapesDataset,
+                                     ShapesWorldConfig, caption, describe, export_shapes, format_prompt, is_held_out,
+                                     is_paraphrase, make_example, num_phrasings, parse_prompt, relation_spec, render,
+                                     sample_scene, scene_from_spec, vocabulary)
 
 
 def scenes(n, seed=0, config=None):
@@ -100,6 +101,32 @@ def test_every_template_of_a_relation_parses_to_the_same_spec():
     assert all(parse_prompt(text) == spec for text in texts)
 
 
+def test_every_phrasing_parses_back_to_the_same_meaning():
+    """Training templates and the benchmark's extra paraphrases, with either determiner, for every kind of spec
+    (held-out ones included): the parser reads the meaning back exactly."""
+    specs = [describe(scene) for scene, _ in scenes(300, seed=11)]
+    specs += [parse_prompt("a yellow triangle above a blue square"), parse_prompt("three purple circles")]
+    for spec in specs:
+        texts = {format_prompt(spec, t, d, paraphrases=True) for t in range(num_phrasings(spec)) for d in ("a", "one")}
+        assert len(texts) >= num_phrasings(spec)
+        assert all(parse_prompt(text) == spec for text in texts), [t for t in texts if parse_prompt(t) != spec]
+    spec = parse_prompt("a red circle to the left of a blue square")
+    for text in ("a red circle left of a blue square", "to the right of a red circle is a blue square",
+                 "to the left of a blue square is a red circle", "a blue square right of a red circle"):
+        assert parse_prompt(text) == spec, text
+    assert parse_prompt("below a blue square is a red circle") == parse_prompt("a blue square over a red circle")
+    with pytest.raises(ValueError, match="template must be in"):
+        format_prompt(spec, len(TEMPLATES["left of"]))  # paraphrases only when asked for
+
+
+def test_paraphrases_stay_out_of_training_captions():
+    words = set(vocabulary())
+    assert not {"image", "picture", "over", "under", "both", "well", "is"} & words
+    assert len(PARAPHRASES) == len(TEMPLATES)
+    for _, text in scenes(300, seed=12):
+        assert not text.startswith(("an image", "a picture", "both", "to the", "above", "below")), text
+
+
 def test_parse_examples_and_unknown_words():
     assert parse_prompt("a small red circle") == PromptSpec((ObjectSpec("red", "circle", "small"),))
     assert parse_prompt("Two blue squares.") == PromptSpec((ObjectSpec("blue", "square", None, 2),))
@@ -176,3 +203,11 @@ def test_export_writes_images_and_metadata(tmp_path):
 def test_caption_without_rng_is_canonical():
     scene = scene_from_spec(parse_prompt("a red circle to the right of a blue square"), np.random.default_rng(1))
     assert caption(scene) == "a blue square to the left of a red circle"
+
+
+def test_is_paraphrase_tells_benchmark_phrasings_from_training_ones():
+    assert is_paraphrase("to the right of a red circle is a blue square")
+    assert is_paraphrase("an image of two blue squares")
+    assert not is_paraphrase("a blue square to the right of a red circle")
+    assert not any(is_paraphrase(text) for _, text in scenes(200, seed=13))
+    assert not is_paraphrase("a red hexagon")

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from noisecraft.cli import main
 from noisecraft.diffusion.editing import inpainting_denoiser, sdedit_sigmas, sdedit_start
+from noisecraft.diffusion.gmm import GaussianMixture
 from noisecraft.diffusion.guidance import guided_denoiser
 from noisecraft.diffusion.samplers import sample_euler, sample_heun
 from noisecraft.diffusion.schedules import karras
@@ -24,7 +25,7 @@ from noisecraft.nets.unet import unet_config
 from noisecraft.shapes.benchmark import render_prompts
 from noisecraft.shapes.world import export_shapes, vocabulary
 from noisecraft.text.encoders import LearnedTokenEncoder
-from noisecraft.text.prompts import Concept, format_composition, parse_composition
+from noisecraft.text.prompts import Concept, format_composition, guidance_shares, is_composed, parse_composition
 
 RESOLUTION = 16
 
@@ -39,6 +40,13 @@ def test_parse_composition_splits_on_upper_case_and_reads_weights():
     assert concepts == [Concept("a red circle"), Concept("a blue square", 1.5), Concept("two green triangles", -0.5)]
     assert parse_composition("ratio 2:3 AND x:.5") == [Concept("ratio 2", 3.0), Concept("x", 0.5)]
     assert parse_composition(format_composition(concepts)) == concepts
+
+
+def test_guidance_shares_sum_to_one_over_the_concepts_to_draw():
+    shares = guidance_shares(parse_composition("a AND b:1.5 AND c:-0.5"))
+    assert shares == pytest.approx([0.4, 0.6, -0.2])
+    assert guidance_shares([Concept("a", 2.0)]) == [1.0] and guidance_shares([Concept("a", -2.0)]) == [-1.0]
+    assert is_composed("a AND b") and is_composed("a:2") and not is_composed("a red circle and a blue square")
 
 
 @pytest.mark.parametrize("prompt, message", [("", "empty"), ("   ", "empty"), ("a AND AND b", "empty concept"),
@@ -151,12 +159,60 @@ def test_composition_and_negative_prompt_in_one_batched_forward(pipeline):
         handle.remove()
     assert calls == [2 * 4] and evaluations == 4  # negative + 3 concepts, all in one forward pass
     assert record["concepts"] == [["a red circle", 1.0], ["a blue square", 1.5], ["a green triangle", -0.5]]
-    # The same combination from separate calls: D = D_neg + sum_i g w_i (D_i - D_neg).
+    # The same combination from separate calls: D = D_neg + g sum_i (w_i / W) (D_i - D_neg), W = 1 + 1.5.
     all_cond = _cond(model, ["a red circle", "a blue square", "a green triangle", "two yellow squares"])
     each = [model(x, sigma, **{k: v[i:i + 1].expand(2, *v.shape[1:]) for k, v in all_cond.items()})
             for i in range(4)]
-    expected = each[3] + sum(2.0 * w * (d - each[3]) for w, d in zip((1.0, 1.5, -0.5), each[:3]))
+    expected = each[3] + sum(2.0 * w / 2.5 * (d - each[3]) for w, d in zip((1.0, 1.5, -0.5), each[:3]))
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+class ConceptGaussians(torch.nn.Module):
+    """A stub text-to-image model with closed-form denoisers: prompt ``i`` of ``means`` conditions on data
+    N(means[i], I), no text on N(0, I) (:class:`~noisecraft.diffusion.gmm.GaussianMixture` gives each denoiser)."""
+
+    def __init__(self, means: dict[str, list[float]]):
+        super().__init__()
+        self.texts = list(means)
+        self.spec = type("Spec", (), {"text_encoder": {}})()
+        self.experts = [GaussianMixture(torch.zeros(1, 2), torch.ones(1, 2), torch.ones(1))] + [
+            GaussianMixture(torch.tensor([mean]), torch.ones(1, 2), torch.ones(1)) for mean in means.values()]
+
+    def unknown_words(self, prompts):
+        return []
+
+    def encode_text(self, prompts):  # one token: 1 + the prompt's index (0 = no text)
+        return torch.tensor([[[1.0 + self.texts.index(p)]] for p in prompts]), torch.ones(len(prompts), 1, dtype=bool)
+
+    def null_text(self, length):
+        return {"context": torch.zeros(length, 1), "context_mask": torch.zeros(length, dtype=bool)}
+
+    def forward(self, x, sigma, context, context_mask):
+        which = torch.where(context_mask[:, 0], context[:, 0, 0], 0.0).long()
+        sigma = torch.as_tensor(sigma).expand(x.shape[0])
+        return torch.stack([self.experts[k].denoiser(x[i:i + 1], sigma[i:i + 1])[0] for i, k in enumerate(which)])
+
+
+@pytest.mark.parametrize("prompt, shares", [
+    ("a red circle", (1, 0)),
+    ("a red circle AND a red circle", (1, 0)),  # the same concept twice is plain classifier-free guidance ...
+    ("a red circle:2 AND a red circle:0.5", (1, 0)),
+    ("a red circle AND a blue square", (0.5, 0.5)),  # ... and two concepts share the scale instead of doubling it
+    ("a red circle AND a blue square:3", (0.25, 0.75)),
+    ("a red circle AND a blue square:-1", (1, -1)),  # NOT: guided away from the blue square as strongly
+])
+def test_composition_guides_at_the_requested_scale_in_total(prompt, shares):
+    """Closed form: with D_i the denoiser of N(mu_i, I) and D_u that of N(0, I), D_u + g sum_i s_i (D_i - D_u) is
+    exactly the denoiser of N(g sum_i s_i mu_i, I); the shares s_i of the positive concepts sum to 1, so the
+    composition's total guidance is g (with g w_i per concept, "A AND A" was guided at 2g)."""
+    means = {"a red circle": [1.0, 0.0], "a blue square": [0.0, 2.0]}
+    model, guidance = ConceptGaussians(means), 3.0
+    x, sigma = torch.randn(5, 2, dtype=torch.float64), torch.tensor([0.1, 0.5, 1.0, 2.0, 10.0], dtype=torch.float64)
+    denoiser, evaluations, _ = text_guided_denoiser(model, prompt, 5, guidance=guidance)
+    mean = guidance * sum(s * torch.tensor(m, dtype=torch.float64) for s, m in zip(shares, means.values()))
+    expected = GaussianMixture(mean[None], torch.ones(1, 2), torch.ones(1)).denoiser(x, sigma)
+    torch.testing.assert_close(denoiser(x, sigma), expected)
+    assert evaluations == 1 + len(parse_composition(prompt))
 
 
 def test_per_image_prompts_match_single_prompt_images(pipeline):

@@ -4,12 +4,21 @@ A prompt is parsed into weighted concepts (``noisecraft.text.prompts``), every c
 encoded in one padded batch (so all conditions share one token length and can be stacked), and
 :func:`noisecraft.diffusion.guidance.composed_denoiser` evaluates them in one batched forward pass:
 
-    D = D_u + sum_i g w_i (D_i - D_u)
+    D = D_u + g sum_i (w_i / W) (D_i - D_u),    W = sum of the positive w_i
 
 with g the guidance scale and w_i the concept weights: Composable Diffusion's conjunction (Liu et al., 2022,
-eq. 10) of classifier-free-guided terms (Ho & Salimans, 2022, eq. 6). The unconditional D_u is the fully masked
-context the model was trained with (condition dropout), or the negative prompt, which replaces it as in Stable
-Diffusion. One concept of weight 1 is therefore exactly classifier-free guidance with scale g.
+eq. 10) of classifier-free-guided terms (Ho & Salimans, 2022, eq. 6), its weights (the paper's w_i, here
+g w_i / W) summing to g over the concepts to draw. The concepts share the guidance instead of each taking all of
+it (``noisecraft.text.prompts.guidance_shares``): with ``g w_i`` a two-concept prompt was guided at 2g, a README
+example at 2.5g, far past the scale the model draws clean images at. One concept (of any positive weight) is
+therefore exactly classifier-free guidance with scale g, and so is a conjunction of concepts that all say the same.
+The unconditional D_u is the fully masked context the model was trained with (condition dropout), or the negative
+prompt, which replaces it as in Stable Diffusion.
+
+Composition can only draw what each concept's conditional allows: a model whose captions always name every object
+of the scene (the shapes world's) reads "a red circle" as "a red circle and nothing else", so the conjunction of two
+such concepts asks for a scene that is in neither; such a model draws "a red circle and a blue square" as one
+plain prompt (see ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from torch import Tensor, nn
 
 from noisecraft.diffusion.guidance import composed_denoiser
 from noisecraft.text.encoders import validate_prompt
-from noisecraft.text.prompts import Concept, parse_composition
+from noisecraft.text.prompts import Concept, guidance_shares, is_composed, parse_composition
 
 Denoiser = Callable[[Tensor, "float | Tensor"], Tensor]
 
@@ -36,7 +45,7 @@ def prompt_concepts(prompt: str | Sequence[str], n: int) -> list[Concept] | list
     prompts = [validate_prompt(p) for p in prompt]
     if len(prompts) != n:
         raise ValueError(f"got {len(prompts)} prompts for {n} images; give one prompt per image, or a single one")
-    if any(len(parse_composition(p)) > 1 or parse_composition(p)[0].weight != 1 for p in prompts):
+    if any(is_composed(p) for p in prompts):
         raise ValueError("per-image prompts cannot use AND or ':weight'; pass a single composed prompt for the "
                          "whole batch instead")
     return prompts
@@ -66,7 +75,7 @@ def text_guided_denoiser(model: nn.Module, prompt: str | Sequence[str], n: int, 
         uncond = {key: value.unsqueeze(0) for key, value in model.null_text(context.shape[1]).items()}
     if shared:
         conds = [{"context": context[i:i + 1], "context_mask": mask[i:i + 1]} for i in range(len(texts))]
-        weights = [guidance * c.weight for c in concepts]
+        weights = [guidance * share for share in guidance_shares(concepts)]
     else:
         conds, weights = [{"context": context, "context_mask": mask}], [guidance]
     record = {"concepts": [[c.text, c.weight] for c in concepts] if shared else None,

@@ -55,6 +55,15 @@ TEMPLATES = {
                 "{a} with {b} on its right"),
     "above": ("{a} above {b}", "{b} below {a}", "{b} with {a} above it", "{a} with {b} below it"),
 }
+# Further phrasings the parser reads but training captions never use (so ``caption`` and ``vocabulary`` are
+# unchanged): the benchmark's random prompts use them to measure how far a model generalises beyond its captions.
+# Same rule: "{a}" is the object on the left / on top.
+PARAPHRASES = {
+    "one": ("an image of {a}", "a picture of {a}"),
+    "pair": ("both {a} and {b}", "{a} as well as {b}"),
+    "left of": ("{a} left of {b}", "{b} right of {a}", "to the left of {b} is {a}", "to the right of {a} is {b}"),
+    "above": ("{a} over {b}", "{b} under {a}", "above {b} is {a}", "below {a} is {b}"),
+}
 DETERMINERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "1": 1, "2": 2, "3": 3}
 
 
@@ -330,22 +339,33 @@ def _phrase(o: ObjectSpec, determiner: str) -> str:
     return " ".join(words)
 
 
-def _templates(spec: PromptSpec) -> tuple[str, ...]:
+def _template_key(spec: PromptSpec) -> str:
     if spec.relation is not None:
-        return TEMPLATES[spec.relation]
-    return TEMPLATES["one"] if len(spec.objects) == 1 else TEMPLATES["pair"]
+        return spec.relation
+    return "one" if len(spec.objects) == 1 else "pair"
 
 
-def format_prompt(spec: PromptSpec, template: int = 0, determiner: str = "a") -> str:
-    """The text of ``spec`` in one of its paraphrases (``template`` indexes ``TEMPLATES``); ``determiner`` ("a"
-    or "one") introduces single objects."""
+def _templates(spec: PromptSpec) -> tuple[str, ...]:
+    return TEMPLATES[_template_key(spec)]
+
+
+def format_prompt(spec: PromptSpec, template: int = 0, determiner: str = "a", paraphrases: bool = False) -> str:
+    """The text of ``spec`` in one of its phrasings: ``template`` indexes ``TEMPLATES``, or with ``paraphrases``
+    ``TEMPLATES`` followed by ``PARAPHRASES`` (see :func:`num_phrasings`); ``determiner`` ("a" or "one")
+    introduces single objects."""
     if determiner not in ("a", "one"):
         raise ValueError(f'determiner must be "a" or "one", got {determiner!r}')
-    templates = _templates(spec)
+    templates = _templates(spec) + (PARAPHRASES[_template_key(spec)] if paraphrases else ())
     if not 0 <= template < len(templates):
         raise ValueError(f"template must be in [0, {len(templates)}) for this prompt, got {template}")
     phrases = [_phrase(o, determiner) for o in spec.objects]
     return templates[template].format(a=phrases[0], b=phrases[1] if len(phrases) > 1 else "")
+
+
+def num_phrasings(spec: PromptSpec) -> int:
+    """How many templates :func:`format_prompt` accepts for ``spec`` with ``paraphrases=True``."""
+    key = _template_key(spec)
+    return len(TEMPLATES[key]) + len(PARAPHRASES[key])
 
 
 def caption(scene: Scene, rng: np.random.Generator | None = None) -> str:
@@ -362,7 +382,8 @@ def _template_regex(template: str) -> re.Pattern:
     return re.compile("".join({"{a}": "(?P<a>.+)", "{b}": "(?P<b>.+)"}.get(p, re.escape(p)) for p in parts))
 
 
-_PARSERS = [(key, _template_regex(t)) for key, templates in TEMPLATES.items() for t in templates]
+_PARSERS = [(key, _template_regex(t), phrasings is PARAPHRASES) for phrasings in (TEMPLATES, PARAPHRASES)
+            for key, templates in phrasings.items() for t in templates]
 
 
 def _parse_phrase(text: str) -> ObjectSpec | None:
@@ -379,12 +400,25 @@ def _parse_phrase(text: str) -> ObjectSpec | None:
 
 
 def parse_prompt(text: str) -> PromptSpec | None:
-    """Parse a prompt written in the world's caption grammar (any template of ``TEMPLATES``) into its canonical
-    spec; None when the text is outside the grammar (unknown words, counts inside a relation, ...)."""
+    """Parse a prompt written in the world's caption grammar (any template of ``TEMPLATES`` or ``PARAPHRASES``)
+    into its canonical spec; None when the text is outside the grammar (unknown words, counts inside a relation,
+    ...)."""
+    parsed = _parse(text)
+    return parsed[0] if parsed else None
+
+
+def is_paraphrase(text: str) -> bool:
+    """Whether ``text`` is phrased with a template of ``PARAPHRASES`` (a phrasing training captions never use)."""
+    parsed = _parse(text)
+    return bool(parsed and parsed[1])
+
+
+def _parse(text: str) -> tuple[PromptSpec, bool] | None:
+    """The canonical spec of ``text`` and whether its template is a paraphrase, or None outside the grammar."""
     if not isinstance(text, str):
         raise TypeError(f"prompt must be a str, got {type(text).__name__}")
     normalized = " ".join(re.sub(r"[.,;:!?]", " ", text.lower()).split())
-    for key, pattern in _PARSERS:
+    for key, pattern, paraphrase in _PARSERS:
         match = pattern.fullmatch(normalized)
         if match is None:
             continue
@@ -394,8 +428,8 @@ def parse_prompt(text: str) -> PromptSpec | None:
         if key in ("left of", "above"):
             if any(o.count != 1 for o in objects):
                 continue  # "two red circles above a square" has no single geometry to check
-            return PromptSpec(objects, key)
-        return PromptSpec(objects)
+            return PromptSpec(objects, key), paraphrase
+        return PromptSpec(objects), paraphrase
     return None
 
 

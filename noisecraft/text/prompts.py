@@ -5,6 +5,9 @@ Diffusion Models"): concepts joined by ``AND``, each with an optional weight ``:
 (``"a red circle AND a blue square:-1"``) is the paper's negation, "NOT a blue square" (its Sec. 4.2). Only
 the upper-case word ``AND`` separates concepts, so "and" inside a caption ("a red circle and a blue square") stays
 one concept.
+
+Weights are relative: :func:`guidance_shares` divides them by the total positive weight, so that a composition is
+guided as strongly as a single prompt at the same guidance scale (see ``noisecraft.images.text2image``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ _WEIGHT = re.compile(r"^(?P<text>.*?)\s*:\s*(?P<weight>[+-]?(?:\d+(?:\.\d*)?|\.\
 
 @dataclass(frozen=True)
 class Concept:
-    """One term of a composed prompt: its text and its weight w_i in D_u + sum_i w_i (D_i - D_u)."""
+    """One term of a composed prompt: its text and its relative weight w_i (see :func:`guidance_shares`)."""
 
     text: str
     weight: float = 1.0
@@ -53,3 +56,23 @@ def parse_composition(prompt: str) -> list[Concept]:
 def format_composition(concepts: list[Concept]) -> str:
     """The prompt text of ``concepts`` (inverse of :func:`parse_composition`; weight 1 is left implicit)."""
     return " AND ".join(c.text if c.weight == 1 else f"{c.text}:{c.weight:g}" for c in concepts)
+
+
+def is_composed(prompt: str) -> bool:
+    """Whether ``prompt`` uses the composition syntax (``AND`` or a ``:weight``) rather than being one plain prompt."""
+    concepts = parse_composition(prompt)
+    return len(concepts) > 1 or concepts[0].weight != 1
+
+
+def guidance_shares(concepts: list[Concept]) -> list[float]:
+    """Each concept's share ``w_i / W`` of the guidance scale, with ``W`` the sum of the positive weights (of all
+    weights' magnitudes when none is positive).
+
+    The concepts to draw share the requested guidance instead of each taking all of it: the positive shares sum to
+    1, so the composition's total guidance is the scale the user asked for, and a single concept is exactly
+    classifier-free guidance. A negative weight steers away at the same relative strength (Liu et al., 2022, eq. 10
+    with its weights summing to the guidance scale).
+    """
+    positive = sum(c.weight for c in concepts if c.weight > 0)
+    total = positive or sum(abs(c.weight) for c in concepts)
+    return [c.weight / total for c in concepts]
