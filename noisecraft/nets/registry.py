@@ -18,6 +18,8 @@ from torch import nn
 
 from noisecraft.jsonconfig import from_dict
 
+from .spacetime import PRESETS as SPACETIME_PRESETS
+from .spacetime import SpaceTimeUNet, SpaceTimeUNetConfig, spacetime_unet_config
 from .transformer import PRESETS as TRANSFORMER_PRESETS
 from .transformer import SequenceTransformer, SequenceTransformerConfig, transformer_config
 from .unet import PRESETS as UNET_PRESETS
@@ -99,3 +101,5 @@ def network_config(name: str, preset: str, **overrides: Any) -> dict[str, Any]:
 register_network("unet2d", UNetConfig, UNet2D, UNET_PRESETS, configure=unet_config)
 register_network("sequence_transformer", SequenceTransformerConfig, SequenceTransformer, TRANSFORMER_PRESETS,
                  configure=transformer_config)
+register_network("spacetime_unet", SpaceTimeUNetConfig, SpaceTimeUNet, SPACETIME_PRESETS,
+                 configure=spacetime_unet_config)
