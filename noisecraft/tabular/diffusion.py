@@ -17,6 +17,11 @@ Training minimises the sum of the two engine losses on one forward pass of the j
 Missing numeric values and columns given as conditions are excluded from the loss. Sampling runs an engine sampler
 (Heun by default) on the numeric part and, after each of its steps sigma_i -> sigma_{i+1}, one MDLM ancestral
 unmasking step t(sigma_i) -> t(sigma_{i+1}) on the tokens, using the logits of that step's first network call.
+The sampler asks the network for its logits unpadded (``logits="flat"``, ``[B, sum of vocabulary sizes]``) and
+draws each group of columns that share a vocabulary size with one ``unmask_step`` over exactly their logits, so no
+token draw ever touches the padding of a narrow column to the widest one's vocabulary (with a 200-level column among
+2-level ones, padding made sampling 2.6x slower, mostly in the token draws). Padded ids have probability 0 either way, so the distribution is the
+same; the other network calls of a step skip the categorical head.
 
 Conditioning ("inpainting" of the other columns): during training a random subset of columns is given clean to the
 network (numeric ones as values with a flag, categorical ones as never-masked tokens), so at sampling time the
@@ -79,8 +84,10 @@ class TabularDenoiser(nn.Module):
     def net(self) -> nn.Module:
         return self.precond.net
 
-    def forward(self, x: Tensor, sigma, *, tokens: Tensor, given: Tensor, x_given: Tensor) -> tuple[Tensor, Tensor]:
-        return self.precond(x, sigma, tokens=tokens, given=given, x_given=x_given)
+    def forward(self, x: Tensor, sigma, *, tokens: Tensor, given: Tensor, x_given: Tensor,
+                **layout) -> tuple[Tensor, Tensor | None]:
+        """``layout``: the net's ``logits=`` ("padded", the default; "flat"; None), passed through."""
+        return self.precond(x, sigma, tokens=tokens, given=given, x_given=x_given, **layout)
 
 
 def draw_given(batch_size: int, num_columns: int, *, condition_rate: float, always: Tensor,
@@ -157,18 +164,31 @@ def sample_rows(denoiser: nn.Module, num_rows: int, *, num_numeric: int, num_cat
     sigmas = karras(steps, sigma_min, sigma_max, rho=rho)
     x = draw(torch.randn, (num_rows, num_numeric), generator=generator, device=device) * sigmas[0].item()
     state = {"tokens": tokens, "logits": None}
+    groups = _column_groups(denoiser, num_categorical, device)
+    layout = hasattr(getattr(denoiser, "net", None), "column_groups")  # the net takes logits="flat" / None
+    given_as_float = given_num.to(x.dtype)
 
     def numeric_denoiser(x: Tensor, sigma: Tensor) -> Tensor:
-        x0_hat, logits = denoiser(x, sigma, tokens=state["tokens"], given=given_num.to(x.dtype), x_given=x_given)
-        if state["logits"] is None:  # the step's first call, at sigma_i: the logits of p(x0 | x_t(sigma_i))
+        first = state["logits"] is None  # the step's first call, at sigma_i: the logits of p(x0 | x_t(sigma_i))
+        x0_hat, logits = denoiser(x, sigma, tokens=state["tokens"], given=given_as_float, x_given=x_given,
+                                  **({"logits": "flat" if first and num_categorical else None} if layout else {}))
+        if first:
             state["logits"] = logits
         return torch.where(given_num, x_given, x0_hat)
 
     def unmask(info: dict) -> None:
         t, s = (process.mask_time(info[key]).item() for key in ("sigma", "sigma_next"))
-        if num_categorical:
+        if num_categorical and groups is None:  # a network without the flat layout: padded logits
             state["tokens"] = unmask_step(state["logits"], state["tokens"], t=t, s=s,
                                           schedule=process.mask_schedule, mask_id=mask_id, generator=generator)
+        elif num_categorical:
+            tokens = state["tokens"].clone()
+            for columns, index in groups:  # one draw per vocabulary size, over exactly those columns' logits
+                logits = state["logits"].index_select(1, index).view(num_rows, len(columns), -1)
+                tokens[:, columns] = unmask_step(logits, state["tokens"][:, columns], t=t, s=s,
+                                                 schedule=process.mask_schedule, mask_id=mask_id,
+                                                 generator=generator)
+            state["tokens"] = tokens
         state["logits"] = None
         if on_step is not None:
             on_step()
@@ -177,3 +197,12 @@ def sample_rows(denoiser: nn.Module, num_rows: int, *, num_numeric: int, num_cat
     if math.isnan(x.sum().item()):
         raise FloatingPointError("sampling produced NaN values; the model may be undertrained or corrupt")
     return x, state["tokens"]
+
+
+def _column_groups(denoiser: nn.Module, num_categorical: int, device) -> list[tuple[Tensor, Tensor]] | None:
+    """``[(columns, flat-logit index)]`` per vocabulary size when the denoiser's net has the flat layout, else None."""
+    net = getattr(denoiser, "net", None)
+    if not num_categorical or not hasattr(net, "column_groups"):
+        return None
+    return [(torch.tensor(columns, device=device), net.flat_index(columns, size).to(device))
+            for size, columns in net.column_groups()]

@@ -35,6 +35,7 @@ class ResidualBlock(nn.Module):
         nn.init.zeros_(self.output.bias)
 
     def forward(self, h: Tensor, emb: Tensor) -> Tensor:
+        """``emb`` is ``[B, width]``, or ``[1, width]`` shared by every row (broadcast)."""
         scale, shift = self.scale_shift(emb).chunk(2, dim=1)
         update = self.hidden(self.norm(h) * (1 + scale) + shift)
         return h + self.output(self.dropout(nn.functional.silu(update)))
@@ -46,6 +47,13 @@ class TabularNet(nn.Module):
     ``tokens`` ``[B, D_cat]`` hold token ids with ``mask_id = max(category_sizes)`` for masked entries; ``logits``
     are padded to a shared vocabulary of ``V = mask_id + 1`` ids, with -inf on ids a column does not have and on
     the mask id itself (the model never predicts "masked", MDLM's SUBS parameterisation, Sahoo et al. 2024, Sec. 3.2).
+
+    ``logits="flat"`` returns them unpadded instead, ``[B, sum(category_sizes)]`` (column j's at
+    ``flat_offsets[j] : flat_offsets[j] + size_j``): the sampler's layout, which never writes or reads the
+    ``D_cat * V - sum(sizes)`` padded entries (with one 200-level column among 2-level ones, 12x fewer).
+    ``logits=None`` skips the categorical head (the sampler's second Heun call, whose logits are unused).
+    In eval mode, when every row has the same noise level (sampling), the noise embedding and the blocks'
+    scale/shift are computed once and broadcast: the same function, a third fewer multiply-adds per row.
     """
 
     def __init__(
@@ -82,8 +90,30 @@ class TabularNet(nn.Module):
         column = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
         token = torch.cat([torch.arange(int(size)) for size in sizes]) if category_sizes else torch.zeros(0)
         self.register_buffer("logit_slot", (column * (self.mask_id + 1) + token).long(), persistent=False)
+        self.flat_offsets = [0, *torch.cumsum(sizes, 0).tolist()][:-1] if category_sizes else []
 
-    def forward(self, x_in: Tensor, c_noise: Tensor, *, tokens: Tensor, given: Tensor, x_given: Tensor):
+    def column_groups(self) -> list[tuple[int, list[int]]]:
+        """Categorical columns grouped by vocabulary size: ``[(size, [column, ...]), ...]`` (drawn together)."""
+        groups: dict[int, list[int]] = {}
+        for column, size in enumerate(self.category_sizes):
+            groups.setdefault(size, []).append(column)
+        return sorted(groups.items())
+
+    def flat_index(self, columns: list[int], size: int) -> Tensor:
+        """Flat-logit indices ``[len(columns) * size]`` of ``columns`` (all of vocabulary ``size``), row-major."""
+        starts = torch.tensor([self.flat_offsets[column] for column in columns], dtype=torch.long)
+        return (starts[:, None] + torch.arange(size)).reshape(-1).to(self.sizes.device)
+
+    def _noise(self, c_noise: Tensor) -> tuple[Tensor, bool]:
+        """The noise embedding, once for the batch when every row shares c_noise (eval only); (emb, shared)."""
+        shared = not self.training and c_noise.numel() > 1 and bool((c_noise == c_noise[0]).all())
+        emb = self.noise_mlp(self.noise_embedding(c_noise[:1] if shared else c_noise))
+        return emb, shared
+
+    def forward(self, x_in: Tensor, c_noise: Tensor, *, tokens: Tensor, given: Tensor, x_given: Tensor,
+                logits: str | None = "padded"):
+        if logits not in ("padded", "flat", None):
+            raise ValueError(f"logits must be 'padded', 'flat' or None; got {logits!r}")
         batch = x_in.shape[0]
         features = [x_in, given * x_given, given]
         if self.token_embedding is not None:
@@ -91,12 +121,16 @@ class TabularNet(nn.Module):
             index = self.offsets + torch.where(is_mask, self.sizes, tokens)
             features.append(self.token_embedding(index).flatten(1))
         h = self.input(torch.cat(features, dim=1))
-        emb = self.noise_mlp(self.noise_embedding(c_noise))
+        emb, _ = self._noise(c_noise)
         for block in self.blocks:
             h = block(h, emb)
         h = self.out_norm(h)
         F = self.numeric_head(h)
-        logits = h.new_full((batch, len(self.category_sizes) * (self.mask_id + 1)), float("-inf"))
-        if self.category_head is not None:
-            logits[:, self.logit_slot] = self.category_head(h)
-        return F, logits.view(batch, len(self.category_sizes), self.mask_id + 1)
+        if logits is None:
+            return F, None
+        flat = self.category_head(h) if self.category_head is not None else h.new_zeros(batch, 0)
+        if logits == "flat":
+            return F, flat
+        padded = h.new_full((batch, len(self.category_sizes) * (self.mask_id + 1)), float("-inf"))
+        padded[:, self.logit_slot] = flat
+        return F, padded.view(batch, len(self.category_sizes), self.mask_id + 1)
