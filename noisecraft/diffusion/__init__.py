@@ -9,6 +9,7 @@ Generic schedule names (`linear`, `vp`, `discrete`, ...) stay in `schedules`; re
 from noisecraft.diffusion.config import DiffusionConfig
 from noisecraft.diffusion.gmm import GaussianMixture, random_mixture
 from noisecraft.diffusion.guidance import composed_denoiser, drop_condition, guided_denoiser
+from noisecraft.diffusion.likelihood import bits_per_dim_from_log_likelihood, dequantize_images, log_likelihood
 from noisecraft.diffusion.loss import (
     WEIGHTINGS,
     LogNormalSigma,
@@ -46,6 +47,9 @@ __all__ = [
     "composed_denoiser",
     "drop_condition",
     "guided_denoiser",
+    "log_likelihood",
+    "dequantize_images",
+    "bits_per_dim_from_log_likelihood",
     "WEIGHTINGS",
     "LogNormalSigma",
     "LogUniformSigma",
