@@ -166,3 +166,13 @@ register(Modality(
     tiny_model="noisecraft.molecules.training:make_tiny_model",
     extra="molecules",
 ))
+register(Modality(
+    name="points", summary="3D assets as point clouds: text-to-shape on a procedural world or your meshes (PLY, "
+                           "alpha-shape meshes, views, turntables), evaluated with MMD / COV / 1-NNA.",
+    kinds=("points",),
+    pipeline="noisecraft.points.pipeline:PointsPipeline",
+    train="noisecraft.points.training:train_points",
+    cli="noisecraft.points.cli:app",
+    tiny_model="noisecraft.points.training:make_tiny_model",
+    extra="points",
+))

@@ -18,6 +18,8 @@ from torch import nn
 
 from noisecraft.jsonconfig import from_dict
 
+from .points import PRESETS as POINT_PRESETS
+from .points import PointTransformer, PointTransformerConfig, point_transformer_config
 from .spacetime import PRESETS as SPACETIME_PRESETS
 from .spacetime import SpaceTimeUNet, SpaceTimeUNetConfig, spacetime_unet_config
 from .transformer import PRESETS as TRANSFORMER_PRESETS
@@ -103,3 +105,5 @@ register_network("sequence_transformer", SequenceTransformerConfig, SequenceTran
                  configure=transformer_config)
 register_network("spacetime_unet", SpaceTimeUNetConfig, SpaceTimeUNet, SPACETIME_PRESETS,
                  configure=spacetime_unet_config)
+register_network("point_transformer", PointTransformerConfig, PointTransformer, POINT_PRESETS,
+                 configure=point_transformer_config)
