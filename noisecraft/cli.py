@@ -31,20 +31,23 @@ def build_app() -> typer.Typer:
     """The full app: each registered modality's sub-app, and the image commands at the root (README aliases)."""
     if any(group.name == "image" for group in app.registered_groups):
         return app
+    from noisecraft.images.cli import ROOT_ALIASES
+    from noisecraft.images.cli_text import eval_app
+    from noisecraft.images.cli_text import register as register_text_commands
+
     for modality in registry.modalities():
         if modality.cli is None:
             continue
         try:
             sub_app = modality.resolve("cli")
+            if modality.evaluate is not None:  # `noisecraft eval <modality>`, beside `eval shapes`
+                eval_app.command(modality.name)(modality.resolve("evaluate"))
         except registry.MissingDependency as error:  # an optional modality whose extra is not installed
             sub_app = typer.Typer(help=f"{modality.summary} (unavailable: {error})")
         app.add_typer(sub_app, name=modality.name, help=modality.summary)
-    from noisecraft.images.cli import ROOT_ALIASES
-    from noisecraft.images.cli_text import register as register_text_commands
-
     for name, command in ROOT_ALIASES.items():
         app.command(name)(command)
-    register_text_commands(app)  # generate, eval shapes
+    register_text_commands(app)  # generate, eval shapes (and each modality's eval command, added above)
     _mount_service()
     return app
 

@@ -29,7 +29,8 @@ class Modality:
     - ``pipeline``: a :class:`~noisecraft.protocol.Pipeline` subclass (``.load(path, device=, use_ema=)``);
     - ``train``: ``train(config: dict, *, resume: bool, progress: bool)`` -> a result with ``.step``;
     - ``cli``: a typer app mounted as ``noisecraft <name> ...``;
-    - ``tiny_model``: ``make(out_dir: Path) -> Path``, a small trained model folder in seconds (contract test).
+    - ``tiny_model``: ``make(out_dir: Path) -> Path``, a small trained model folder in seconds (contract test);
+    - ``evaluate``: a typer command mounted as ``noisecraft eval <name>`` (the modality's benchmark).
     ``extra`` is the pip extra that installs what the modality needs beyond the core.
     """
 
@@ -40,6 +41,7 @@ class Modality:
     train: str | None = None
     cli: str | None = None
     tiny_model: str | None = None
+    evaluate: str | None = None
     extra: str | None = None
 
     def resolve(self, attribute: str) -> Any:
@@ -174,5 +176,6 @@ register(Modality(
     train="noisecraft.points.training:train_points",
     cli="noisecraft.points.cli:app",
     tiny_model="noisecraft.points.training:make_tiny_model",
+    evaluate="noisecraft.points.cli:eval_",
     extra="points",
 ))
