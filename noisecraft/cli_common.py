@@ -36,6 +36,25 @@ def progress_bar(description: str) -> Callable[[dict], None]:
     return callback
 
 
+def step_progress_bar(description: str) -> Callable[[int, int], None]:
+    """A protocol ``progress(done, total)`` callback (:meth:`noisecraft.protocol.Pipeline.generate`) drawing a tqdm
+    bar from the first step on, so a request refused before it starts draws none."""
+    from tqdm.auto import tqdm
+
+    state: dict = {}
+
+    def progress(done: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = tqdm(total=total, desc=description, unit="step", leave=False)
+        bar = state["bar"]
+        bar.total = total
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return progress
+
+
 def prepare_output_folder(out: Path, pattern: str = "*") -> Path:
     """Create ``out``; warn when it already holds earlier outputs, which new files of the same names replace and
     the others stay beside (so a grid and a folder could disagree)."""

@@ -12,28 +12,12 @@ from typing import Annotated, Optional
 
 import typer
 
+from noisecraft.cli_common import step_progress_bar
+
 app = typer.Typer(help="Text generation by masked diffusion: fit a model to a UTF-8 corpus (default: "
                        "Shakespeare's plays), sample texts (free, after a prefix, or filling a template's gaps), "
                        "evaluate bits per character on held-out text.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-
-
-def _step_bar(description: str):
-    """``progress(done, total)`` drawing a tqdm bar from the first step on (a refused request draws none)."""
-    from tqdm.auto import tqdm
-
-    state: dict = {}
-
-    def progress(done: int, total: int) -> None:
-        if "bar" not in state:
-            state["bar"] = tqdm(total=total, desc=description, unit="step", leave=False)
-        bar = state["bar"]
-        bar.total = total
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
-    return progress
 
 
 @app.command()
@@ -103,7 +87,7 @@ def sample(
     pipeline = TextPipeline.load(model, device=device)
     request = {"n": n, "length": length, "prefix": prefix, "infill": infill, "strategy": strategy,
                "temperature": temperature, "top_p": top_p} | ({"steps": steps} if steps is not None else {})
-    generation = pipeline.generate(request, seed=seed, progress=_step_bar("sampling"))
+    generation = pipeline.generate(request, seed=seed, progress=step_progress_bar("sampling"))
     if out is None:
         for index, text in enumerate(generation.items):
             typer.echo(f"--- text {index} ---\n{text}")
