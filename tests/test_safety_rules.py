@@ -12,7 +12,7 @@ from noisecraft.protocol import _CHECKS
 from noisecraft.safety import (ConceptRule, Decision, PolicyError, TermRule, load_policy, normalise, policy_from_dict,
                                refusal, variants)
 from noisecraft.safety.outputs import build_classifier
-from noisecraft.safety.rules import ConceptMatcher
+from noisecraft.safety.rules import ConceptMatcher, ConceptScoring
 from noisecraft.shapes.world import Scene, ShapeObject, render
 
 
@@ -58,7 +58,7 @@ def test_decision_fields_and_reasons():
     assert decision.matched == "k.i.l.l" and decision.where == "prompt"
     assert decision.reason == "the prompt contains the blocked term 'kill' (as 'k.i.l.l')"
     concept = Decision(False, "violence", "concept", 0.7134, 0.55, matched="a violent attack", where="prompt")
-    assert concept.reason.startswith("the prompt matches the blocked concept 'violence' (similarity 0.71 >= 0.55)")
+    assert concept.reason.startswith("the prompt matches the blocked concept 'violence' (score 0.71 >= 0.55)")
     assert concept.to_dict() == {"allowed": False, "rule": "violence", "kind": "concept", "score": 0.7134,
                                  "threshold": 0.55, "matched": "a violent attack", "where": "prompt"}
     assert refusal([concept, decision]) is decision  # a term is reported before a concept
@@ -76,12 +76,22 @@ def bag_of_words(texts):
 
 def test_concept_threshold_and_safe_examples_with_a_stand_in_encoder():
     concept = ConceptRule("violence", ["attack people", "hurt people"], 0.3, safe_examples=["whale ocean attack"])
-    matcher = ConceptMatcher([concept], bag_of_words)
-    fired, calm, near_miss = [row[0] for row in matcher.check(
+    plain = ConceptMatcher([concept], bag_of_words)  # top_k 1, safe_weight 0: nearest-example similarity
+    fired, calm, near_miss = [row[0] for row in plain.check(
         ["attack people", "red circle", "whale attack ocean"], ["prompt"] * 3)]
     assert not fired.allowed and fired.score >= 0.99 and fired.matched == "attack people"
     assert calm.allowed and calm.score < 0.3
-    assert near_miss.allowed and near_miss.score >= 0.3 and "allowed use" in near_miss.detail
+    assert not near_miss.allowed  # shares "attack": without safe examples the near miss fires
+    margin = ConceptMatcher([concept], bag_of_words, ConceptScoring(top_k=2, safe_weight=1.0))
+    fired, calm, near_miss = [row[0] for row in margin.check(
+        ["attack people", "red circle", "whale attack ocean"], ["prompt"] * 3)]
+    vectors = bag_of_words(["attack people", "hurt people", "whale ocean attack"])
+    top2 = float((vectors[0] @ vectors[:2].T).mean())  # mean of the two closest examples (exact)
+    assert fired.score == pytest.approx(top2 - float(vectors[0] @ vectors[2]), abs=1e-4) and not fired.allowed
+    assert near_miss.allowed and near_miss.score < 0  # closer to its allowed use than to the concept
+    assert "allowed uses like 'whale ocean attack'" in near_miss.reason and near_miss.matched == "attack people"
+    with pytest.raises(ValueError, match="top_k"):
+        ConceptScoring(top_k=0)
 
 
 def test_policy_files_json_yaml_extends_and_errors(tmp_path, default):
@@ -102,6 +112,8 @@ def test_policy_files_json_yaml_extends_and_errors(tmp_path, default):
     bad = [({"terms": [{"name": "x", "terms": ["a"], "colour": 1}]}, "unknown key 'colour'"),
            ({"concepts": [{"name": "x", "threshold": 2, "examples": ["a"]}]}, "threshold"),
            ({"concepts": [{"name": "x", "examples": ["a"]}]}, "needs a threshold"),
+           ({"concept_scoring": {"top_k": 5, "weight": 1}}, "unknown key 'weight'"),
+           ({"concept_scoring": {"top_k": -1}}, "top_k must be an integer >= 1"),
            ({"outputs": {"image": [{"classifier": "nope"}]}}, "unknown output classifier 'nope'"),
            ({"outputs": {"image": [{"classifier": "shapes", "forbid_colours": ["pink"]}]}}, "'pink'"),
            ({"outputs": {"image": [{"classifier": "shapes", "max_objects": 2, "action": "hide"}]}}, "action"),

@@ -3,14 +3,17 @@
 
     .venv/bin/python benchmarks/safety/run.py                      # the shipped policy, reported on the test half
     .venv/bin/python benchmarks/safety/run.py --split dev          # the half the thresholds were chosen on
-    .venv/bin/python benchmarks/safety/run.py --tune               # choose thresholds on the dev half only
-    .venv/bin/python benchmarks/safety/run.py --no-safe-examples   # ablation: concepts without their near misses
+    .venv/bin/python benchmarks/safety/run.py --split dev --tune   # choose the threshold on the dev half only
+    .venv/bin/python benchmarks/safety/run.py --no-safe-examples   # ablation: safe_weight 0 (no near misses)
+    .venv/bin/python benchmarks/safety/run.py --top-k 1 --safe-weight 0 --tune  # ablation: nearest example only
 
 prompts.jsonl: one {text, unsafe, concept, style, split} per line; style is direct, paraphrase, obfuscated (unsafe)
 or safe_lookalike (safe prompts that share words with an unsafe concept: "a killer whale"). ``split`` alternates
-dev/test within each (concept, style) group. Thresholds are chosen on dev (``--tune``: per concept, the lowest
-threshold on a 0.01 grid at which the concept refuses at most ``--max-fp`` dev safe prompts); the numbers to
-quote are those of the test half. A prompt counts as detected when any rule refuses it (whatever the concept).
+dev/test within each (concept, style) group; ``batch`` 2 marks the second batch, written in new wordings after the
+first policy was tuned (its dev-half misses showed how far the first examples generalised). Thresholds are chosen
+on dev (``--tune``: one threshold for every concept, the lowest on a 0.005 grid at which at most ``--max-fpr`` of
+the dev safe prompts are refused); the numbers to quote are those of the test half. A prompt counts as detected
+when any rule refuses it (whatever the concept).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from noisecraft.safety import load_policy  # noqa: E402
+from noisecraft.safety.rules import ConceptMatcher, ConceptScoring  # noqa: E402
 
 STYLES = ("direct", "paraphrase", "obfuscated", "safe_lookalike")
 
@@ -35,8 +39,8 @@ def read_prompts(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def concept_fires(per_concept, thresholds, use_safe: bool) -> bool:
-    return any(score >= t and not (use_safe and safe > score) for (score, _, safe), t in zip(per_concept, thresholds))
+def concept_fires(per_concept, thresholds) -> bool:
+    return any(scored.score >= t for scored, t in zip(per_concept, thresholds))
 
 
 def metrics(rows: list[dict], flagged: list[bool]) -> dict:
@@ -59,20 +63,16 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def tune(rows, scores, concepts, use_safe: bool, max_fp: int) -> list[float]:
-    """Per concept: the lowest threshold (0.01 grid) at which it refuses at most ``max_fp`` dev safe prompts."""
-    thresholds = []
-    safe = [i for i, r in enumerate(rows) if r["split"] == "dev" and not r["unsafe"]]
-    for c, _ in enumerate(concepts):
-        for step in range(20, 101):
-            t = step / 100
-            fp = sum(scores[i][c][0] >= t and not (use_safe and scores[i][c][2] > scores[i][c][0]) for i in safe)
-            if fp <= max_fp:
-                thresholds.append(t)
-                break
-        else:
-            thresholds.append(1.0)
-    return thresholds
+def tune(rows, scores, concepts, max_fpr: float) -> list[float]:
+    """One threshold for all concepts: the lowest (0.005 grid) at which at most ``max_fpr`` of the dev safe
+    prompts are refused."""
+    safe = [max(s.score for s in scores[i]) for i, r in enumerate(rows) if r["split"] == "dev" and not r["unsafe"]]
+    allowed = int(max_fpr * len(safe))
+    for step in range(-400, 201):
+        t = round(step * 0.005, 3)
+        if sum(score >= t for score in safe) <= allowed:
+            return [t] * len(concepts)
+    return [1.0] * len(concepts)
 
 
 def main() -> None:
@@ -80,34 +80,42 @@ def main() -> None:
     parser.add_argument("--prompts", type=Path, default=HERE / "prompts.jsonl")
     parser.add_argument("--policy", default=None, help="policy file (default: the shipped one)")
     parser.add_argument("--split", default="test", choices=("test", "dev", "all"))
-    parser.add_argument("--tune", action="store_true", help="choose the concept thresholds on the dev half")
-    parser.add_argument("--max-fp", type=int, default=0, help="--tune: dev safe prompts each concept may refuse")
-    parser.add_argument("--no-safe-examples", action="store_true", help="ignore the concepts' safe_examples")
+    parser.add_argument("--tune", action="store_true", help="choose the concept threshold on the dev half")
+    parser.add_argument("--max-fpr", type=float, default=0.05, help="--tune: share of dev safe prompts refused")
+    parser.add_argument("--no-safe-examples", action="store_true", help="safe_weight 0: ignore the safe examples")
+    parser.add_argument("--top-k", type=int, default=None, help="override the policy's concept_scoring top_k")
+    parser.add_argument("--safe-weight", type=float, default=None, help="override concept_scoring safe_weight")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args()
 
     policy = load_policy(args.policy)
     rows = read_prompts(args.prompts)
-    use_safe = not args.no_safe_examples
+    scoring = ConceptScoring(args.top_k or policy.scoring.top_k,
+                             0.0 if args.no_safe_examples else (policy.scoring.safe_weight if args.safe_weight is None
+                                                                 else args.safe_weight))
+    use_safe = scoring.safe_weight > 0
+    matcher = ConceptMatcher(policy.concepts, policy.encode, scoring)
     start = time.perf_counter()
     keyword = [any(not d.allowed for d in ds) for ds in policy.check_texts([r["text"] for r in rows],
                                                                            concepts=False)]
-    scores = policy.matcher.scores([r["text"] for r in rows])
+    scores = matcher.scores([r["text"] for r in rows])
     seconds = time.perf_counter() - start
     thresholds = [c.threshold for c in policy.concepts]
     if args.tune:
-        thresholds = tune(rows, scores, policy.concepts, use_safe, args.max_fp)
-    semantic = [concept_fires(s, thresholds, use_safe) for s in scores]
+        thresholds = tune(rows, scores, policy.concepts, args.max_fpr)
+    semantic = [concept_fires(s, thresholds) for s in scores]
     both = [k or s for k, s in zip(keyword, semantic)]
 
     chosen = [i for i, r in enumerate(rows) if args.split == "all" or r["split"] == args.split]
     sub = [rows[i] for i in chosen]
     report = {"policy": policy.identity(), "split": args.split, "prompts": len(sub), "safe_examples": use_safe,
+              "scoring": {"top_k": scoring.top_k, "safe_weight": scoring.safe_weight},
               "thresholds": dict(zip([c.name for c in policy.concepts], thresholds)),
               "tuned_on": "dev" if args.tune else "shipped policy", "seconds": round(seconds, 1), "rules": {}}
     print(f"policy {policy.name} ({policy.identity()['sha256']}), split {args.split} ({len(sub)} prompts), "
           f"concept thresholds {report['thresholds']}{' (tuned on dev)' if args.tune else ''}, "
-          f"safe_examples {'on' if use_safe else 'off'}; scored {len(rows)} prompts in {seconds:.1f} s")
+          f"scoring top_k={scoring.top_k} safe_weight={scoring.safe_weight:g}; scored {len(rows)} prompts in "
+          f"{seconds:.1f} s")
     header = f"{'rules':<9} {'style':<15} {'metric':<7} {'value':>6}  {'n':>8}  95% CI"
     print(header)
     print("-" * len(header))

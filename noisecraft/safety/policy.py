@@ -7,13 +7,15 @@ The file (see ``default_policy.json``, the documented default)::
       "extends": "default",                       # optional: start from the default (or another file's) rules
       "text_params": {"exclude": ["negative_prompt"]},   # str/strings parameters NOT checked before generation
       "terms": [{"name": "violence", "terms": ["kill", "murder", ...], "allow": ["killing time", ...]}],
-      "concepts": [{"name": "violence", "threshold": 0.5, "examples": [...], "safe_examples": [...]}],
+      "concepts": [{"name": "violence", "threshold": 0.15, "examples": [...], "safe_examples": [...]}],
+      "concept_scoring": {"top_k": 5, "safe_weight": 0.8},   # score = mean sim of 5 closest examples - 0.8 x
+                                                             # mean sim of 5 closest safe examples (rules.py)
       "outputs": {"image": [{"classifier": "shapes", "action": "refuse", "forbid_colours": ["purple"]}],
                   "text": [{"classifier": "text_rules", "action": "filter"}]}
     }
 
 With ``extends``, terms and concepts are added to the base's (a concept of the same name replaces the base's),
-``outputs`` replace the base's per modality and ``text_params`` replaces the base's. Unknown keys are errors that
+``outputs`` replace the base's per modality and ``text_params`` and ``concept_scoring`` replace the base's. Unknown keys are errors that
 name them. ``action`` is "refuse" (the whole request is refused with the reason) or "filter" (offending items
 are removed, the generation's notes and its ``parameters["safety"]`` say which and why; refused if none is left).
 """
@@ -27,12 +29,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
-from noisecraft.safety.rules import (ConceptMatcher, ConceptRule, Decision, Encode, PolicyError, TermRule,
-                                     variants)
+from noisecraft.safety.rules import (ConceptMatcher, ConceptRule, ConceptScoring, Decision, Encode, PolicyError,
+                                     TermRule, variants)
 
 DEFAULT_POLICY = "default_policy.json"
 ACTIONS = ("refuse", "filter")
-_TOP_KEYS = {"name", "version", "description", "extends", "text_params", "terms", "concepts", "outputs"}
+_TOP_KEYS = {"name", "version", "description", "extends", "text_params", "terms", "concepts", "concept_scoring",
+             "outputs"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Policy:
     exclude_params: tuple[str, ...] = ()
     terms: list[TermRule] = field(default_factory=list)
     concepts: list[ConceptRule] = field(default_factory=list)
+    scoring: ConceptScoring = field(default_factory=ConceptScoring)
     outputs: dict[str, list[OutputCheck]] = field(default_factory=dict)
     source: str = ""
     encode: Encode | None = None  # texts -> [B, D] normalised embeddings; None: the shared MiniLM encoder
@@ -65,6 +69,7 @@ class Policy:
         """A short hash of the rules (not of the file's layout): which policy decided."""
         rules = {"terms": [[t.name, list(t.terms), list(t.allow)] for t in self.terms],
                  "concepts": [[c.name, c.examples, c.threshold, c.safe_examples] for c in self.concepts],
+                 "scoring": [self.scoring.top_k, self.scoring.safe_weight],
                  "outputs": {m: [[c.classifier, c.action, c.options] for c in checks]
                              for m, checks in sorted(self.outputs.items())},
                  "exclude": list(self.exclude_params)}
@@ -78,7 +83,7 @@ class Policy:
     @property
     def matcher(self) -> ConceptMatcher:
         if self._matcher is None:
-            self._matcher = ConceptMatcher(self.concepts, self.encode)
+            self._matcher = ConceptMatcher(self.concepts, self.encode, self.scoring)
         return self._matcher
 
     def check_texts(self, texts: Sequence[str], wheres: Sequence[str] | None = None, *, terms: bool = True,
@@ -223,6 +228,16 @@ def policy_from_dict(data: dict[str, Any], *, source: str = "policy", base_dir: 
                 raise PolicyError(f"{where}: action must be one of {ACTIONS}, got {action!r}")
             parsed.append(OutputCheck(str(entry["classifier"]), action, options))
         outputs[modality] = parsed
+    scoring = base.scoring
+    if "concept_scoring" in data:
+        raw = data["concept_scoring"]
+        if not isinstance(raw, dict):
+            raise PolicyError(f'{source}: concept_scoring must be an object like {{"top_k": 5, "safe_weight": 0.8}}')
+        _check_keys(raw, {"top_k", "safe_weight"}, f"{source}: concept_scoring")
+        try:
+            scoring = ConceptScoring(**raw)
+        except (TypeError, ValueError) as error:
+            raise PolicyError(f"{source}: {error}") from error
     exclude = base.exclude_params
     if "text_params" in data:
         text_params = data["text_params"]
@@ -233,7 +248,7 @@ def policy_from_dict(data: dict[str, Any], *, source: str = "policy", base_dir: 
     policy = Policy(name=str(data.get("name", base.name if data.get("extends") else "custom")),
                     version=data.get("version", base.version), description=str(data.get("description", "")),
                     exclude_params=exclude, terms=list(terms.values()), concepts=list(concepts.values()),
-                    outputs=outputs, source=source)
+                    scoring=scoring, outputs=outputs, source=source)
     from noisecraft.safety.outputs import validate_outputs  # the classifier registry
 
     validate_outputs(policy)

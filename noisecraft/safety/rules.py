@@ -6,10 +6,13 @@
   words removed (``k.i.l.l``, ``k i l l``, ``ki-ll``). A word boundary is kept: the term "kill" does not match
   "skill" or "killer"; a term matches its plural (``s``/``es``) too. ``allow`` lists idioms in which the group's
   terms are harmless ("killing time", "a murder of crows"): a term inside one does not count.
-* :class:`ConceptRule`: an unsafe concept given by a name and example phrases; a text's score is its highest
-  cosine similarity (pooled, L2-normalised MiniLM embeddings) to the examples, and the rule fires at
-  ``score >= threshold``. Optional ``safe_examples`` are near misses: a text closer to one of them than to every
-  unsafe example does not fire (its decision says so).
+* :class:`ConceptRule`: an unsafe concept given by a name, example phrases and optional ``safe_examples`` (near
+  misses that share words with it: "a killer whale"). A text's score for a concept is a similarity margin over
+  pooled, L2-normalised MiniLM embeddings (:class:`ConceptScoring`): the mean cosine similarity of its ``top_k``
+  closest examples of the concept minus ``safe_weight`` times the mean similarity of its ``top_k`` closest safe
+  examples (those of every concept together: a benign text is benign for all of them). The rule fires at
+  ``score >= threshold``; its decision names the closest example and the closest allowed use. ``top_k=1,
+  safe_weight=0`` is plain nearest-example similarity.
 * :class:`Decision`: what one rule said about one text or output: allowed, the rule, its kind, score, threshold,
   the matched text and where it was found.
 """
@@ -130,7 +133,7 @@ class Decision:
         if self.kind == "concept":
             verb = "matches" if not self.allowed else "is closest to"
             relation = ">=" if self.score >= self.threshold else "<"
-            text = (f"{where} {verb} the blocked concept {self.rule!r} (similarity {self.score:.2f} {relation} "
+            text = (f"{where} {verb} the blocked concept {self.rule!r} (score {self.score:.2f} {relation} "
                     f"{self.threshold:.2f})")
             if self.matched:
                 text += f", like {self.matched!r}"
@@ -201,8 +204,8 @@ def _original_span(text: str, normalised: str) -> str:
 
 @dataclass
 class ConceptRule:
-    """An unsafe concept: ``examples`` (phrases), ``threshold`` on the cosine similarity and optional
-    ``safe_examples`` (near misses that share words with it, e.g. "a killer whale")."""
+    """An unsafe concept: ``examples`` (phrases), ``threshold`` on its score and optional ``safe_examples`` (near
+    misses that share words with it, e.g. "a killer whale")."""
 
     name: str
     examples: list[str]
@@ -213,10 +216,37 @@ class ConceptRule:
     def __post_init__(self):
         if not self.examples or not all(isinstance(e, str) and e.strip() for e in self.examples):
             raise ValueError(f"concept {self.name!r}: examples must be a non-empty list of phrases")
-        if not -1.0 <= float(self.threshold) <= 1.0:
-            raise ValueError(f"concept {self.name!r}: threshold is a cosine similarity in [-1, 1], got "
+        if not -2.0 <= float(self.threshold) <= 1.0:
+            raise ValueError(f"concept {self.name!r}: threshold is a score in [-2, 1] (a similarity margin), got "
                              f"{self.threshold}")
         self.threshold = float(self.threshold)
+
+
+@dataclass(frozen=True)
+class ConceptScoring:
+    """How a concept's score is made from similarities (the policy's ``concept_scoring``): the mean of the
+    ``top_k`` closest examples, minus ``safe_weight`` times the mean of the ``top_k`` closest safe examples."""
+
+    top_k: int = 1
+    safe_weight: float = 0.0
+
+    def __post_init__(self):
+        if not isinstance(self.top_k, int) or self.top_k < 1:
+            raise ValueError(f"concept_scoring: top_k must be an integer >= 1, got {self.top_k!r}")
+        if not 0.0 <= float(self.safe_weight) <= 2.0:
+            raise ValueError(f"concept_scoring: safe_weight must be in [0, 2], got {self.safe_weight!r}")
+        object.__setattr__(self, "safe_weight", float(self.safe_weight))
+
+
+@dataclass(frozen=True)
+class ConceptScore:
+    """One text against one concept: the score and what made it (for the decision's reason)."""
+
+    score: float
+    example: str  # the closest example of the concept
+    similarity: float  # mean similarity of the top_k closest examples
+    safe_example: str = ""  # the closest safe example ("" when the policy has none)
+    safe_similarity: float = 0.0  # mean similarity of the top_k closest safe examples
 
 
 Encode = Callable[[list[str]], torch.Tensor]  # texts -> [B, D] L2-normalised embeddings
@@ -243,23 +273,32 @@ def chunks(text: str, words: int = 48, stride: int = 32, max_chars: int = 400) -
 class ConceptMatcher:
     """Scores texts against every :class:`ConceptRule` with one encoder; example embeddings are computed once."""
 
-    def __init__(self, concepts: Sequence[ConceptRule], encode: Encode | None = None):
+    def __init__(self, concepts: Sequence[ConceptRule], encode: Encode | None = None,
+                 scoring: ConceptScoring | None = None):
         self.concepts = list(concepts)
         self.encode = encode or minilm_encode
-        self._examples: list[tuple[torch.Tensor, torch.Tensor | None]] | None = None
+        self.scoring = scoring or ConceptScoring()
+        self.safe_examples = list(dict.fromkeys(s for c in self.concepts for s in c.safe_examples))
+        self._examples: tuple[list[torch.Tensor], torch.Tensor | None] | None = None
         self._lock = threading.Lock()
 
     def _example_embeddings(self):
         with self._lock:
             if self._examples is None:
-                self._examples = [(self.encode(list(c.examples)),
-                                   self.encode(list(c.safe_examples)) if c.safe_examples else None)
-                                  for c in self.concepts]
+                unsafe = self.encode([e for c in self.concepts for e in c.examples])
+                sizes = [len(c.examples) for c in self.concepts]
+                safe = self.encode(self.safe_examples) if self.safe_examples else None
+                self._examples = (list(unsafe.split(sizes)), safe)
             return self._examples
 
-    def scores(self, texts: Sequence[str]) -> list[list[tuple[float, str, float]]]:
-        """For each text, per concept: (score, closest example, best safe-example similarity or -1). A text is
-        read as itself and as its de-obfuscated form (:func:`normalise`); long texts by windows (worst counts)."""
+    def _top(self, sims: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row of ``sims`` [forms, examples]: the mean of the top_k similarities and the closest example."""
+        k = min(self.scoring.top_k, sims.shape[1])
+        return sims.topk(k, dim=1).values.mean(dim=1), sims.argmax(dim=1)
+
+    def scores(self, texts: Sequence[str]) -> list[list[ConceptScore]]:
+        """For each text, one :class:`ConceptScore` per concept. A text is read as itself and as its
+        de-obfuscated form (:func:`normalise`), long texts by windows: the reading with the highest score counts."""
         if not self.concepts:
             return [[] for _ in texts]
         readings = []
@@ -269,18 +308,25 @@ class ConceptMatcher:
             readings.append(forms or [""])
         flat = [form for forms in readings for form in forms]
         embedded = self.encode(flat) if any(flat) else torch.zeros(len(flat), 1)
-        examples = self._example_embeddings()
+        unsafe, safe = self._example_embeddings()
+        weight = self.scoring.safe_weight
         result, row = [], 0
         for forms in readings:
             block = embedded[row:row + len(forms)]
             row += len(forms)
+            if safe is not None:
+                safe_sim, safe_index = self._top(block @ safe.T)
+            else:
+                safe_sim, safe_index = torch.zeros(len(forms)), None
             per_concept = []
-            for concept, (unsafe, safe) in zip(self.concepts, examples):
-                sims = block @ unsafe.T  # [forms, examples]
-                best = int(sims.max(dim=1).values.argmax())
-                score, index = sims[best].max(dim=0)
-                safe_score = float((block[best:best + 1] @ safe.T).max()) if safe is not None else -1.0
-                per_concept.append((float(score), concept.examples[int(index)], safe_score))
+            for concept, examples in zip(self.concepts, unsafe):
+                sim, index = self._top(block @ examples.T)
+                margin = sim - weight * safe_sim
+                best = int(margin.argmax())
+                per_concept.append(ConceptScore(
+                    float(margin[best]), concept.examples[int(index[best])], float(sim[best]),
+                    self.safe_examples[int(safe_index[best])] if safe_index is not None else "",
+                    float(safe_sim[best])))
             result.append(per_concept)
         return result
 
@@ -289,13 +335,14 @@ class ConceptMatcher:
         decisions = []
         for (where, per_concept) in zip(wheres, self.scores(texts)):
             row = []
-            for concept, (score, example, safe_score) in zip(self.concepts, per_concept):
-                fired = score >= concept.threshold
+            for concept, scored in zip(self.concepts, per_concept):
                 detail = ""
-                if fired and safe_score > score:
-                    fired = False
-                    detail = f"closer to an allowed use ({safe_score:.2f})"
-                row.append(Decision(not fired, concept.name, "concept", round(score, 4), concept.threshold,
-                                    matched=example, where=where, detail=detail))
+                if self.scoring.safe_weight and scored.safe_example:
+                    detail = (f"similarity {scored.similarity:.2f} to its closest examples minus "
+                              f"{self.scoring.safe_weight:g} x {scored.safe_similarity:.2f} to allowed uses like "
+                              f"{scored.safe_example!r}")
+                row.append(Decision(scored.score < concept.threshold, concept.name, "concept",
+                                    round(scored.score, 4), concept.threshold, matched=scored.example, where=where,
+                                    detail=detail))
             decisions.append(row)
         return decisions
