@@ -30,7 +30,9 @@ class Modality:
     - ``train``: ``train(config: dict, *, resume: bool, progress: bool)`` -> a result with ``.step``;
     - ``cli``: a typer app mounted as ``noisecraft <name> ...``;
     - ``tiny_model``: ``make(out_dir: Path) -> Path``, a small trained model folder in seconds (contract test);
-    - ``evaluate``: a typer command mounted as ``noisecraft eval <name>`` (the modality's benchmark).
+    - ``evaluate``: a typer command mounted as ``noisecraft eval <name>`` (the modality's benchmark);
+    - ``likelihood``: ``score(model_dir, data, *, limit, batch_size, seed, device, **method options) -> dict``, the
+      JSON report of ``noisecraft likelihood MODEL DATA`` (bits/dim, NELBO, ...; see ``cli_likelihood.py``).
     ``extra`` is the pip extra that installs what the modality needs beyond the core.
     """
 
@@ -42,6 +44,7 @@ class Modality:
     cli: str | None = None
     tiny_model: str | None = None
     evaluate: str | None = None
+    likelihood: str | None = None
     extra: str | None = None
 
     def resolve(self, attribute: str) -> Any:
@@ -139,6 +142,7 @@ register(Modality(
     train="noisecraft.images.training:train_images",
     cli="noisecraft.images.cli:app",
     tiny_model="noisecraft.images.training:make_tiny_model",
+    likelihood="noisecraft.images.likelihood:score_model",
 ))
 register(Modality(
     name="tabular", summary="Synthetic tables with mixed column types (fit, sample with fixed values, evaluate).",
@@ -157,6 +161,7 @@ register(Modality(
     train="noisecraft.textgen.training:train_text",
     cli="noisecraft.textgen.cli:app",
     tiny_model="noisecraft.textgen.training:make_tiny_model",
+    likelihood="noisecraft.textgen.evaluate:score_model",
 ))
 register(Modality(
     name="molecules", summary="Molecules as SMILES or SELFIES by masked diffusion (fit on a SMILES file or MOSES, "
@@ -166,6 +171,7 @@ register(Modality(
     train="noisecraft.molecules.training:train_molecules",
     cli="noisecraft.molecules.cli:app",
     tiny_model="noisecraft.molecules.training:make_tiny_model",
+    likelihood="noisecraft.molecules.likelihood:score_model",
     extra="molecules",
 ))
 register(Modality(
@@ -178,4 +184,13 @@ register(Modality(
     tiny_model="noisecraft.points.training:make_tiny_model",
     evaluate="noisecraft.points.cli:eval_",
     extra="points",
+))
+register(Modality(
+    name="video", summary="Text-to-video: a space-time U-Net grown from the text-to-image model, on the moving-"
+                          "shapes world or your clips (GIF / MP4 / PNG strips, motion analyser).",
+    kinds=("video",),
+    pipeline="noisecraft.video.pipeline:VideoPipeline",
+    train="noisecraft.video.training:train_video",
+    cli="noisecraft.video.cli:app",
+    tiny_model="noisecraft.video.training:make_tiny_model",
 ))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -106,39 +107,110 @@ def test_dequantisation_and_bits_per_dim_formula():
     assert bits_per_dim_from_log_likelihood(torch.tensor([-dim * math.log(2.0)]), dim).item() == pytest.approx(8.0)
 
 
-def test_tiny_image_model_bits_per_dim_end_to_end(tmp_path):
-    from noisecraft.images.likelihood import bits_per_dim, dataset_images, likelihood
-    from noisecraft.images.pipeline import ImagePipeline
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
     from noisecraft.registry import get
 
-    model_dir = get("image").resolve("tiny_model")(tmp_path / "tiny")
-    pipeline = ImagePipeline.load(model_dir)
+    root = tmp_path_factory.mktemp("likelihood")
+    return {name: get(name).resolve("tiny_model")(root / name) for name in ("image", "text")}
+
+
+def run_cli(args, capsys):
+    """``noisecraft ARGS`` in-process: (exit status, stdout, stderr)."""
+    from noisecraft.cli import main
+
+    try:
+        main([str(arg) for arg in args])
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code or 0
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_bits_per_dim_of_a_tiny_image_model(tiny_models):
+    from noisecraft.images.likelihood import bits_per_dim, dataset_images
+    from noisecraft.images.pipeline import ImagePipeline
+
+    pipeline = ImagePipeline.load(tiny_models["image"])
     images, labels = dataset_images("digits:test", pipeline.spec.shape, 3)
     first = bits_per_dim(pipeline, images, labels=labels, steps=3, seed=0, batch_size=2)
     again = bits_per_dim(pipeline, images, labels=labels, steps=3, seed=0, batch_size=2)
     assert torch.equal(first["per_image"], again["per_image"])
     assert first["per_image"].shape == (3,) and torch.isfinite(first["per_image"]).all()
     assert first["nfe"] == 2 * (2 * 3)  # two batches, 2 x steps denoiser calls each
-    report = likelihood(model_dir, "digits:test", n=2, steps=2, out=tmp_path / "report.json")
-    assert report["images"] == 2 and math.isfinite(report["bits_per_dim"]) and (tmp_path / "report.json").exists()
-
-    import typer
-    from typer.testing import CliRunner
-
-    app = typer.Typer()
-    app.command("likelihood")(likelihood)
-    app.command("other")(lambda: None)  # two commands: typer keeps the sub-command name, as on the root app
-    result = CliRunner().invoke(app, ["likelihood", str(model_dir), "digits:test", "-n", "1", "--steps", "1"])
-    assert result.exit_code == 0, result.output
-    assert '"images": 1' in result.output
+    with pytest.raises(ValueError, match=r"gives \[1, 8, 8\] images"):
+        dataset_images("digits:test", [3, 8, 8], 2)
 
 
-def test_likelihood_command_scores_a_text_model_by_its_nelbo(tmp_path):
-    from noisecraft.images.likelihood import likelihood
-    from noisecraft.registry import get
+def test_cli_image_model_end_to_end_and_deterministic(tiny_models, tmp_path, capsys):
+    model = tiny_models["image"]
+    args = ["likelihood", model, "digits:test", "--limit", "3", "--batch", "2", "--steps", "2", "--hutchinson", "2"]
+    status, out, err = run_cli([*args, "--seed", "5", "-o", tmp_path / "a.json"], capsys)
+    assert status == 0, err
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert json.loads(out) == report
+    assert report["kind"] == "image" and report["images"] == 3 and report["nfe"] == 2 * (2 * 2)
+    assert math.isfinite(report["bits_per_dim"]) and "dequantisation" in report["measure"]
+    assert report["conditioned_on_labels"] and report["seed"] == 5 and "2 rademacher" in report["divergence"]
+    run_cli([*args, "--seed", "5", "-o", tmp_path / "b.json"], capsys)
+    run_cli([*args, "--seed", "6", "-o", tmp_path / "c.json"], capsys)
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    assert json.loads((tmp_path / "c.json").read_text())["bits_per_dim"] != report["bits_per_dim"]
 
-    model_dir = get("text").resolve("tiny_model")(tmp_path / "text")
+
+def test_cli_text_model_reports_its_nelbo(tiny_models, tmp_path, capsys):
     heldout = tmp_path / "heldout.txt"
     heldout.write_text("Twinkle, twinkle, little star, how I wonder what you are. " * 4, encoding="utf-8")
-    report = likelihood(model_dir, str(heldout), n=4, batch_size=4)
-    assert report["windows"] == 4 and report["bits_per_char"] > 0 and "NELBO" in report["measure"]
+    args = ["likelihood", tiny_models["text"], heldout, "--limit", "3", "--batch", "2", "--samples", "2"]
+    outputs = [run_cli([*args, "--seed", seed], capsys) for seed in (0, 0, 1)]
+    assert [status for status, _, _ in outputs] == [0, 0, 0], outputs[0][2]
+    report = json.loads(outputs[0][1])
+    assert report["kind"] == "text" and report["windows"] == 3 and report["mc_samples"] == 2
+    assert report["bits_per_char"] > 0 and "NELBO" in report["measure"]
+    assert outputs[0][1] == outputs[1][1] and outputs[0][1] != outputs[2][1]
+
+
+def test_cli_molecule_model_reports_its_nelbo(tmp_path, capsys):
+    pytest.importorskip("rdkit")
+    from noisecraft.registry import get
+
+    model = get("molecules").resolve("tiny_model")(tmp_path / "molecules")
+    smiles = tmp_path / "molecules.smi"
+    smiles.write_text("CCO\nc1ccccc1\nnot a molecule\nCC(=O)O\n", encoding="utf-8")
+    status, out, err = run_cli(["likelihood", model, smiles, "--samples", "2"], capsys)
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["molecules"] == 3 and report["left_out"]["invalid_smiles"] == 1
+    assert report["bits_per_molecule"] == pytest.approx(report["bits_per_token"] * report["length"])
+
+
+def test_cli_bad_input_is_one_line(tiny_models, tmp_path, capsys):
+    image, text = tiny_models["image"], tiny_models["text"]
+    table = tmp_path / "table"  # a model kind without a likelihood: only its config is read
+    table.mkdir()
+    (table / "config.json").write_text(json.dumps({"model_config": {"kind": "tabular"}}))
+    (table / "model.safetensors").write_bytes(b"")
+    cases = [
+        ([tmp_path / "nowhere", "digits:test"], "model folder not found"),
+        ([image, tmp_path / "no_such_folder"], "no such directory"),
+        ([image, "digitz"], "unknown data 'digitz'"),
+        ([table, "digits:test"], "tabular model, which has no likelihood"),
+        ([text, "default", "--steps", "4"], "--steps does not apply to text models"),
+        ([image, "digits:test", "--samples", "2"], "--samples does not apply to image models"),
+        ([image, "digits:test", "--steps", "2", "--rtol", "1e-3"], "either steps"),
+        ([image, "digits:test", "--limit", "0"], "--limit must be a positive integer"),
+        ([text, tmp_path], "holds no .txt files"),
+    ]
+    for args, message in cases:
+        status, out, err = run_cli(["likelihood", *args], capsys)
+        assert status == 2 and err.startswith("error: ") and message in err, (args, err)
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_every_likelihood_option_is_in_the_help(capsys):
+    status, out, _ = run_cli(["likelihood", "--help"], capsys)
+    assert status == 0
+    for option in ("--batch", "--limit", "--steps", "--rtol", "--hutchinson", "--exact-trace", "--labels",
+                   "--samples", "--seed", "--device", "--out"):
+        assert option in out, option

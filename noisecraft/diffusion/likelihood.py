@@ -29,10 +29,11 @@ fixed along the trajectory (as score_sde does), so the adaptive solver sees a sm
 trajectory x(sigma) does not depend on them and the estimate is linear in v v^T, the log-likelihood estimate is
 unbiased for the discretised ODE.
 
-Integrators: ``steps=n`` -- Heun's method (the 2nd-order trapezoid predictor-corrector of EDM) on n intervals of
-the Karras grid (rho = 7) from sigma_min to sigma_max, 2n denoiser calls; ``rtol=...`` -- adaptive RK45
+Integrators: ``steps=n`` -- Heun's method (the 2nd-order trapezoid predictor-corrector of EDM) in ln sigma on n
+intervals of the Karras grid (rho = 7) from sigma_min to sigma_max, 2n denoiser calls; ``rtol=...`` -- adaptive RK45
 (``scipy.integrate.solve_ivp``, Dormand-Prince) in ln sigma on the flattened state, float64 (one step size for
-the whole batch). Coarse Heun grids underestimate -log p on sharp data (images); prefer RK45 for reported numbers.
+the whole batch). Coarse Heun grids are biased on sharp data (images; see ``_heun``); prefer RK45 for reported
+numbers.
 """
 
 from __future__ import annotations
@@ -156,18 +157,25 @@ def _trace(denoised: Tensor, y: Tensor, probes: Tensor | None) -> Tensor:
 
 
 def _heun(fn, x: Tensor, sigma_min: float, sigma_max: float, steps: int, rho: float) -> tuple[Tensor, Tensor]:
-    """Heun on the Karras grid from sigma_min up to sigma_max; returns (x(sigma_max), int div f dsigma)."""
+    """Heun in u = ln sigma (dx/du = sigma f, d delta/du = sigma div f = N - tr dD/dx: smooth, where div f itself
+    grows like 1/sigma) through the Karras grid from sigma_min up to sigma_max; returns (x(sigma_max), delta).
+    Measured on 8x8 digits models: 4 steps in sigma gave -2.8 (EDM) and -66 (v) bits/dim where RK45 gave 5.3;
+    4 steps in ln sigma 3.8 and 6.2, 64 steps 5.29 and 5.33."""
     grid = karras(steps + 1, sigma_min, sigma_max, rho=rho)[:-1].flip(0).tolist()  # steps + 1 ascending sigmas
     grid[0], grid[-1] = sigma_min, sigma_max
+
+    def derivatives(y: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+        d, div = fn(y, sigma)
+        return sigma * d, sigma * div.double()
+
     delta = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-    d, div = fn(x, grid[0])
+    d, div = derivatives(x, grid[0])
     for sigma, sigma_next in zip(grid[:-1], grid[1:]):
-        h = sigma_next - sigma
-        x_euler = x + h * d
-        d_next, div_next = fn(x_euler, sigma_next)
+        h = math.log(sigma_next) - math.log(sigma)
+        d_next, div_next = derivatives(x + h * d, sigma_next)
         x = x + 0.5 * h * (d + d_next)
-        delta = delta + 0.5 * h * (div + div_next).double()
-        d, div = fn(x, sigma_next) if sigma_next < sigma_max else (None, None)
+        delta = delta + 0.5 * h * (div + div_next)
+        d, div = derivatives(x, sigma_next) if sigma_next < sigma_max else (None, None)
     return x, delta
 
 

@@ -118,3 +118,17 @@ def evaluate_model(pipeline, heldout: str | Path | None = None, *, samples: int 
         report["sampling"] = {"tokens_per_second": speed_n * length / seconds, "n": speed_n, "length": length,
                               "steps": steps, "seconds": round(seconds, 3), "device": str(pipeline.device)}
     return report
+
+
+def score_model(model_dir: Path, data: str, *, limit: int | None = 256, batch_size: int = 32, seed: int = 0,
+                device: str = "auto", samples: int = 4) -> dict[str, Any]:
+    """The ``noisecraft likelihood`` report of a text model (the registry's ``likelihood`` entry of text):
+    :func:`evaluate_model` without the speed part, on ``data`` (held-out text; ``default``: the held-out plays of
+    the default corpus), at most ``limit`` windows."""
+    from .pipeline import TextPipeline
+
+    pipeline = TextPipeline.load(model_dir, device=device)
+    report = evaluate_model(pipeline, None if data == "default" else data, samples=samples, max_windows=limit,
+                            batch_size=batch_size, speed_n=0, seed=seed)
+    return {"kind": "text", **report,
+            "measure": "masked-diffusion NELBO (MDLM, an upper bound on -log2 p), bits per token and per character"}
