@@ -97,3 +97,15 @@ def test_properties_names_targets_and_values():
     assert ethanol["mw"] == pytest.approx(46.07, abs=0.01) and ethanol["hbd"] == 1 and ethanol["rings"] == 0
     assert 1 <= ethanol["sa"] <= 10 and 0 < ethanol["qed"] < 1
     assert dict(zip(PROPERTIES, values[1]))["rings"] == 1
+
+
+def test_parallel_canonicalisation_gives_the_same_set(monkeypatch, tmp_path):
+    from noisecraft.molecules import data
+
+    path = tmp_path / "mols.smi"
+    path.write_text("OCC\nC1CC\nc1ccccc1\nxyz\nCC(=O)O\n", encoding="utf-8")
+    serial = data.read_molecules(path)
+    monkeypatch.setattr(data, "PARALLEL_FROM", 2)
+    parallel = data.read_molecules(path)
+    assert parallel.smiles == serial.smiles == ["CCO", "c1ccccc1", "CC(=O)O"]
+    assert parallel.skipped == serial.skipped and [line for line, _, _ in parallel.skipped] == [2, 4]

@@ -35,7 +35,8 @@ def _run(*args: str) -> str:
 
 def _error(*args: str) -> str:
     result = CliRunner().invoke(app, list(args))
-    assert isinstance(result.exception, (ValueError, FileNotFoundError)), (result.output, result.exception)
+    assert isinstance(result.exception, (ValueError, FileNotFoundError, FileExistsError)), (result.output,
+                                                                                           result.exception)
     message = str(result.exception)
     assert "\n" not in message
     return message
@@ -149,3 +150,86 @@ def test_conditioning_moves_the_property_the_requested_way(tmp_path):
         assert len(weights) >= 8, f"only {len(weights)} of 32 samples are molecules"
         means[target] = float(np.mean(weights))
     assert means[60] < 110 < 150 < means[200], means
+
+
+def test_forbidden_smarts_are_named_and_drop_flagged_removes_them(model, tmp_path):
+    from noisecraft.molecules.filters import alerts, flagged, parse_forbidden
+    from rdkit import Chem
+
+    forbidden = parse_forbidden(["[OX2H]", "c1ccccc1"])
+    row = alerts(Chem.MolFromSmiles("OCc1ccccc1"), forbidden)
+    assert row["forbidden"] == "[OX2H]; c1ccccc1" and flagged(row)
+    assert not flagged(alerts(Chem.MolFromSmiles("CCC"), forbidden))
+    with pytest.raises(ValueError, match="'C1\\(\\(' is not valid SMARTS"):
+        parse_forbidden(["C1(("])
+    out = tmp_path / "f.csv"
+    # "[#6]" (any carbon) flags every molecule the model makes: all are dropped and counted
+    with pytest.warns(UserWarning, match="pass the filters"):
+        generation = noisecraft.load(model).generate({"n": 3, "steps": 3, "forbid": ["[#6]"], "drop_flagged": True,
+                                                      "tries": 2}, seed=0)
+    report = generation.parameters["flagged_report"]
+    assert generation.items == [] and report["drawn"] == 6 and report["kept"] == 0
+    assert report["dropped_flagged"] + report["dropped_invalid"] == 6
+    _run("sample", str(model), "-n", "3", "-o", str(out), "--steps", "3", "--forbid", "[#7]")
+    rows = list(csv.DictReader(out.open()))
+    assert "forbidden" in rows[0]
+    for row in rows:
+        if row["smiles"]:
+            assert (row["forbidden"] == "[#7]") == Chem.MolFromSmiles(row["smiles"]).HasSubstructMatch(
+                Chem.MolFromSmarts("[#7]"))
+    assert "'forbid'" in _error("sample", str(model), "-o", str(out), "--forbid", "C1((")
+
+
+def test_killed_fit_resumes_from_its_checkpoint(data, tmp_path):
+    """A run stopped at step 2 refuses to restart over itself and continues from its checkpoint with --resume.
+    (Not compared bit for bit with a straight run: two identical CPU runs of this network already differ from the
+    second step on, in the last digits of the loss.)"""
+    small = ["--preset", "tiny", "--batch-size", "16"]
+    run = tmp_path / "b"
+    _run("fit", str(data), "-o", str(run), "--steps", "2", *small)
+    first = (run / "log.jsonl").read_text().splitlines()
+    assert "already holds checkpoints" in _error("fit", str(data), "-o", str(run), "--steps", "4", *small)
+    assert "trained 4 steps" in _run("fit", str(data), "-o", str(run), "--steps", "4", "--resume", *small)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in log] == [1, 2, 3, 4]
+    assert [json.loads(line) for line in first] == log[:2]
+    assert (run / "checkpoints" / "step_00000004").is_dir()
+
+
+def test_evaluate_bad_inputs(data, tmp_path):
+    assert "generated molecules not found" in _error("evaluate", str(tmp_path / "none.csv"), "--train", str(data))
+    table = tmp_path / "gen.csv"
+    table.write_text("mol,x\nCCO,1\n")
+    assert "has no smiles column (columns: mol, x)" in _error("evaluate", str(table), "--train", str(data))
+    empty = tmp_path / "gen.smi"
+    empty.write_text("smiles\n")
+    assert "holds no generated molecule" in _error("evaluate", str(empty), "--train", str(data))
+    lines = tmp_path / "ok.smi"
+    lines.write_text("CCO\n")
+    assert "molecule file not found" in _error("evaluate", str(lines), "--train", str(tmp_path / "missing.smi"))
+
+
+def test_scaffold_decoration_keeps_the_scaffold_tokens(model, tmp_path):
+    from rdkit import Chem
+
+    from noisecraft.molecules.tokenizers import split_smiles
+
+    pipeline = noisecraft.load(model)
+    generation = pipeline.generate({"n": 12, "steps": 6, "scaffold": "c1ccc(*)cc1C(=O)N*", "decoration_size": 3},
+                                   seed=1)
+    for row in generation.items:  # the template's tokens are kept; 1..3 tokens at each attachment point
+        tokens = split_smiles(row["generated"])
+        assert tokens[:6] == list("c1ccc(") and 1 <= tokens.index(")") - 6 <= 3
+        rest = tokens[tokens.index(")"):]
+        assert rest[:8] == [")", "c", "c", "1", "C", "(", "=", "O"] and rest[8:10] == [")", "N"]
+        assert 1 <= len(rest) - 10 <= 3
+        core = Chem.MolFromSmiles("c1ccccc1C(=O)N")  # the scaffold without its attachment points
+        assert row["scaffold"] == (bool(row["smiles"]) and Chem.MolFromSmiles(row["smiles"]).HasSubstructMatch(core))
+    report = generation.parameters["scaffold_report"]
+    assert report["drawn"] == 12 and report["kept"] == sum(row["scaffold"] for row in generation.items)
+    assert report["success_rate"] == report["kept"] / 12
+    out = str(tmp_path / "s.csv")
+    assert "no attachment point" in _error("sample", str(model), "-o", out, "--scaffold", "c1ccccc1")
+    assert "not a valid SMILES" in _error("sample", str(model), "-o", out, "--scaffold", "c1ccc(*)c")
+    assert "keep the scaffold" in _run("sample", str(model), "-o", out, "-n", "2", "--steps", "2", "--scaffold",
+                                       "*C(=O)O")

@@ -88,9 +88,10 @@ def fit(
 def sample(
     model: Annotated[Path, typer.Argument(help="Model folder written by `noisecraft molecules fit` (or one of its "
                                                "checkpoints).")],
-    n: Annotated[int, typer.Option("-n", "--num", help="Number of molecules.")] = 10,
+    n: Annotated[int, typer.Option("-n", "--num", help="Number of molecules (1 to 10000).")] = 10,
     out: Annotated[Path, typer.Option("--out", "-o", help="CSV to write (one row per molecule: SMILES or the "
-                                                          "reason it failed, properties, PAINS/Brenk alerts); the "
+                                                          "reason it failed, properties, PAINS/Brenk alerts, "
+                                                          "forbidden hits); the "
                                                           "parameters go to OUT.json, a picture grid to "
                                                           "OUT.png.")] = ...,
     target: Annotated[Optional[list[str]], typer.Option(help="Property target NAME=VALUE (repeatable), e.g. "
@@ -99,7 +100,21 @@ def sample(
                                                  "conditional; 2-4 push harder).")] = 1.0,
     contains: Annotated[str, typer.Option(help="SMARTS substructure every molecule must contain (rejection "
                                                "sampling), e.g. 'c1ccccc1'.")] = "",
-    tries: Annotated[int, typer.Option(help="With --contains: at most this many batches of N are drawn.")] = 10,
+    scaffold: Annotated[str, typer.Option(help="Scaffold decoration: a SMILES with attachment points *, e.g. "
+                                               "'c1ccc(*)cc1'; the model fills in each * (by infill; SMILES models "
+                                               "only). The CSV's scaffold column and the JSON's success rate say "
+                                               "how many kept it.")] = "",
+    decoration_size: Annotated[int, typer.Option(help="With --scaffold: at most this many tokens per attachment "
+                                                      "point.")] = 8,
+    forbid: Annotated[Optional[list[str]], typer.Option(help="SMARTS substructure no molecule should contain "
+                                                             "(repeatable); hits are named in the 'forbidden' "
+                                                             "column and flag the molecule, like PAINS / Brenk "
+                                                             "alerts.")] = None,
+    drop_flagged: Annotated[bool, typer.Option(help="Drop molecules with a PAINS / Brenk alert or a forbidden "
+                                                    "substructure (and invalid samples), drawing more batches "
+                                                    "like --contains; the JSON counts them.")] = False,
+    tries: Annotated[int, typer.Option(help="With --contains or --drop-flagged: at most this many batches of N "
+                                            "are drawn.")] = 10,
     steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: the model's length in "
                                                       "tokens).")] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0: most probable token).")] = 1.0,
@@ -112,11 +127,18 @@ def sample(
 
     pipeline = MoleculePipeline.load(model, device=device)
     request = {"n": n, "targets": list(target or []), "guidance": guidance, "contains": contains, "tries": tries,
+               "forbid": list(forbid or []), "drop_flagged": drop_flagged,
+               "scaffold": scaffold, "decoration_size": decoration_size,
                "temperature": temperature, "top_p": top_p} | ({"steps": steps} if steps is not None else {})
     generation = pipeline.generate(request, seed=seed, progress=_step_bar("sampling"))
     files = write_outputs(generation, out, pipeline.columns(generation), pipeline.reported)
     valid = generation.parameters["valid"]
-    typer.echo(f"wrote {len(generation.items)} molecules ({valid} valid) to {', '.join(map(str, files))} "
+    dropped = generation.parameters.get("flagged_report", {}).get("dropped_flagged")
+    dropped = f"; {dropped} flagged molecules dropped" if dropped is not None else ""
+    if "scaffold_report" in generation.parameters:
+        report = generation.parameters["scaffold_report"]
+        dropped += f"; {report['kept']} keep the scaffold ({report['success_rate']:.0%})"
+    typer.echo(f"wrote {len(generation.items)} molecules ({valid} valid{dropped}) to {', '.join(map(str, files))} "
                f"({generation.seconds:.1f} s)")
 
 

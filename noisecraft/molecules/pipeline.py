@@ -9,6 +9,11 @@ A request: ``{"n": 100, "targets": ["qed=0.9", "logp=2"], "guidance": 2, "contai
 - ``contains``: a SMARTS substructure every returned molecule must contain, by rejection: batches of n are drawn
   (at most ``tries`` batches) and the first n matching molecules kept; the record says how many were drawn and how
   many matched (fewer than n when the tries run out).
+- ``scaffold``: scaffold decoration by infill (:mod:`.scaffold`): a SMILES with attachment points ``*`` whose
+  tokens are kept while the model fills in 1..``decoration_size`` tokens at each ``*``; rows say whether the
+  molecule contains the scaffold's core and the record counts the successes.
+- ``forbid``: SMARTS substructures named in a ``forbidden`` column when present; with PAINS / Brenk alerts they flag
+  a molecule. ``drop_flagged``: flagged (and invalid) samples are rejected like ``contains``; the record counts them.
 
 Items: one dict per molecule (``smiles`` canonical, or empty with ``reason``; ``generated`` the raw sampled string;
 the computed properties; PAINS / Brenk alerts). ``save_outputs`` writes ``molecules.csv``, ``molecules.json``
@@ -31,6 +36,8 @@ from noisecraft.device import resolve_device
 from noisecraft.protocol import Generation, Param, ParameterError, Pipeline, StepReporter
 from noisecraft.training.checkpoint import atomic_write_bytes, load_weights, read_config, resolve_model_dir
 
+from .filters import alerts, flagged, parse_forbidden
+from .scaffold import SymbolsOnly, decorate, plan_scaffold
 from .properties import PROPERTIES, REPORTED, Normalizer, parse_target
 from .tokenizers import TOKENIZER_FILE, MoleculeTokenizer, load_tokenizer
 
@@ -51,40 +58,24 @@ def find_tokenizer(model_dir: Path, name: str = TOKENIZER_FILE) -> Path:
                             f"with (written by `noisecraft molecules fit`)")
 
 
-_CATALOGS: dict[str, Any] = {}
-
-
-def _catalog(name: str):
-    from rdkit.Chem.FilterCatalog import FilterCatalog, FilterCatalogParams
-
-    if name not in _CATALOGS:
-        params = FilterCatalogParams()
-        params.AddCatalog(getattr(FilterCatalogParams.FilterCatalogs, name.upper()))
-        _CATALOGS[name] = FilterCatalog(params)
-    return _CATALOGS[name]
-
-
-def alerts(mol) -> dict[str, str]:
-    """The PAINS and Brenk structural alerts a molecule matches (descriptions joined by '; ', '' when none)."""
-    return {name: "; ".join(sorted({entry.GetDescription() for entry in _catalog(name).GetMatches(mol)}))
-            for name in ("pains", "brenk")}
-
-
-def analyse(generated: str, smiles: str, names: list[str], pattern=None) -> dict[str, Any]:
-    """One output row: canonical SMILES or the reason it is not a molecule, properties and alerts."""
+def analyse(generated: str, smiles: str, names: list[str], pattern=None, forbidden=()) -> dict[str, Any]:
+    """One output row: canonical SMILES or the reason it is not a molecule, properties and alerts (PAINS, Brenk and
+    the ``forbidden`` SMARTS hit)."""
     from rdkit import Chem
 
     from .data import parse_smiles
 
     row: dict[str, Any] = {"smiles": "", "reason": "", "generated": generated}
-    mol, reason = parse_smiles(smiles) if smiles else (None, "empty: the model ended the molecule at once")
+    empty = "empty: the model ended the molecule at once" if not generated else \
+        "the string decodes to no atom (e.g. SELFIES of ring or branch symbols only)"
+    mol, reason = parse_smiles(smiles) if smiles else (None, empty)
     if mol is None:
         row["reason"] = reason
         return row
     row["smiles"] = Chem.MolToSmiles(mol)
     for name in names:
         row[name] = round(float(PROPERTIES[name].compute(mol)), 6)
-    row |= alerts(mol)
+    row |= alerts(mol, forbidden)
     if pattern is not None:
         row["contains"] = bool(mol.HasSubstructMatch(pattern))
     return row
@@ -150,7 +141,17 @@ class MoleculePipeline(Pipeline):
                                             "conditional model; 2-4 pushes harder; needs a target).", 0, 20),
             Param("contains", "str", "", "SMARTS substructure every molecule must contain (by rejection: batches "
                                          "are drawn until n match or the tries run out).", None, 1000),
-            Param("tries", "int", 10, "With contains: at most this many batches of n are drawn.", 1, MAX_TRIES),
+            Param("scaffold", "str", "", "Scaffold decoration: a SMILES with attachment points *, e.g. "
+                                         "c1ccc(*)cc1; each * is filled in by the model (SMILES models).", None,
+                  1000),
+            Param("decoration_size", "int", 8, "With scaffold: at most this many tokens per attachment point (each "
+                                               "sample draws its sizes).", 1, 64),
+            Param("forbid", "strings", [], "SMARTS substructures no molecule should contain: each hit is named in "
+                                           "the 'forbidden' column and flags the molecule.", None, None),
+            Param("drop_flagged", "bool", False, "Drop molecules with a PAINS / Brenk alert or a forbidden "
+                                                 "substructure (by rejection, like contains; counted).", None, None),
+            Param("tries", "int", 10, "With contains or drop_flagged: at most this many batches of n are drawn.", 1,
+                  MAX_TRIES),
             Param("temperature", "float", 1.0, "Sampling temperature (0: always the most probable token).", 0, 5),
             Param("top_p", "float", 1.0, "Nucleus sampling: draw only from the most probable tokens making up this "
                                          "probability mass (1: all; must be > 0).", 0, 1),
@@ -199,35 +200,71 @@ class MoleculePipeline(Pipeline):
             if pattern is None:
                 raise ParameterError("contains", f"{params['contains']!r} is not valid SMARTS (e.g. c1ccccc1 for a "
                                                  f"benzene ring, [NX3][CX3]=O for an amide)")
-        return {"targets": targets, "notes": notes, "cond": cond, "pattern": pattern}
+        try:
+            forbidden = parse_forbidden(list(params["forbid"] or []))
+        except ValueError as error:
+            raise ParameterError("forbid", str(error)) from None
+        scaffold = None
+        if params["scaffold"]:
+            try:
+                scaffold = plan_scaffold(params["scaffold"], self.tokenizer, int(self.spec.max_length),
+                                         params["decoration_size"])
+            except ValueError as error:
+                raise ParameterError("scaffold", str(error)) from None
+        return {"targets": targets, "notes": notes, "cond": cond, "pattern": pattern, "forbidden": forbidden,
+                "scaffold": scaffold}
 
     def _generate(self, params: dict[str, Any], *, seed: int, progress, cancel) -> Generation:
+        from rdkit import Chem
+
         from noisecraft.sequence.sampling import generate_tokens
 
         plan = self._plan(params)
         for note in plan["notes"]:
             warnings.warn(note, stacklevel=3)
-        n, steps, pattern = params["n"], params["steps"], plan["pattern"]
-        tries = params["tries"] if pattern is not None else 1
+        n, steps, pattern, drop = params["n"], params["steps"], plan["pattern"], params["drop_flagged"]
+        rejecting = pattern is not None or drop
+        tries = params["tries"] if rejecting else 1
         reporter = StepReporter(steps, progress, cancel)
         reporter.check_cancel()
         rows: list[dict[str, Any]] = []
-        drawn = 0
+        drawn = matched = dropped = invalid = 0
+        length = int(self.spec.max_length)
+        ids = {"mask": self.spec.mask_id, "eos": self.tokenizer.eos_id, "pad": self.tokenizer.pad_id}
+        scaffold_counts = {"valid": 0, "kept": 0}
+        symbols_only = SymbolsOnly(self.model, [ids["eos"], ids["pad"]])
         for attempt in range(tries):
             offset = attempt * steps
             round_seed = seed if attempt == 0 else (seed * 1_000_003 + attempt) % 2**63
-            tokens = generate_tokens(
-                self.model, n, int(self.spec.max_length), steps=steps, seed=round_seed,
-                temperature=params["temperature"], top_p=params["top_p"], guidance=params["guidance"],
-                cond=plan["cond"], device=self.device,
-                progress=lambda done, total, o=offset: reporter.step(max(0, o + done - reporter.done),
-                                                                      total=o + total))
-            for ids in tokens.cpu().tolist():
+
+            def draw(count, template=None, draw_seed=round_seed, o=offset):
+                return generate_tokens(
+                    self.model if template is None else symbols_only, count, length, steps=steps, seed=draw_seed, template=template,
+                    temperature=params["temperature"], top_p=params["top_p"], guidance=params["guidance"],
+                    cond=plan["cond"], device=self.device,
+                    progress=lambda done, total: reporter.step(max(0, o + done - reporter.done), total=o + total))
+
+            if plan["scaffold"] is None:
+                tokens = draw(n)
+            else:  # each group of equal decoration sizes restarts the step count of this attempt
+                tokens = decorate(draw, plan["scaffold"], n, length, round_seed, ids)
+            for ids_row in tokens.cpu().tolist():
                 drawn += 1
-                text = self.tokenizer.decode_text(ids)
-                row = analyse(text, self.tokenizer.to_smiles(text), self.reported, pattern)
-                if pattern is None or row.get("contains"):
-                    rows.append(row)
+                text = self.tokenizer.decode_text(ids_row)
+                row = analyse(text, self.tokenizer.to_smiles(text), self.reported, pattern, plan["forbidden"])
+                if plan["scaffold"] is not None:
+                    scaffold_counts["valid"] += bool(row["smiles"])
+                    row["scaffold"] = bool(row["smiles"]) and Chem.MolFromSmiles(row["smiles"]).HasSubstructMatch(
+                        plan["scaffold"].core)
+                    scaffold_counts["kept"] += row["scaffold"]
+                if pattern is not None and not row.get("contains"):
+                    continue
+                matched += 1
+                if drop and (flagged(row) or not row["smiles"]):
+                    dropped += bool(row["smiles"])
+                    invalid += not row["smiles"]
+                    continue
+                rows.append(row)
             if len(rows) >= n:
                 break
         rows = rows[:n]
@@ -240,19 +277,29 @@ class MoleculePipeline(Pipeline):
                   "warnings": plan["notes"], "noisecraft": __version__,
                   "valid": sum(1 for row in rows if row["smiles"])}
         if pattern is not None:
-            record["contains_report"] = {"drawn": drawn, "tries": attempt + 1, "matched": len(rows),
+            record["contains_report"] = {"drawn": drawn, "tries": attempt + 1, "matched": matched,
                                          "requested": n}
-            if len(rows) < n:
-                message = (f"only {len(rows)} of {n} molecules contain {params['contains']!r} after {drawn} draws "
-                           f"({attempt + 1} tries); raise tries or loosen the pattern")
-                record["warnings"] = plan["notes"] + [message]
-                warnings.warn(message, stacklevel=3)
+        if plan["scaffold"] is not None:  # success: a valid molecule that contains the scaffold's core
+            record["scaffold_report"] = {"drawn": drawn, **scaffold_counts,
+                                         "success_rate": scaffold_counts["kept"] / drawn}
+        if drop:  # flagged: valid molecules with an alert; invalid samples are dropped too, not counted as flagged
+            record["flagged_report"] = {"drawn": drawn, "tries": attempt + 1, "dropped_flagged": dropped,
+                                        "dropped_invalid": invalid, "kept": len(rows), "requested": n}
+        if rejecting and len(rows) < n:
+            wanted = " and ".join(([f"contain {params['contains']!r}"] if pattern is not None else [])
+                                  + (["pass the filters"] if drop else []))
+            message = (f"only {len(rows)} of {n} molecules {wanted} after {drawn} draws ({attempt + 1} tries); "
+                       f"raise tries or loosen the pattern")
+            record["warnings"] = plan["notes"] + [message]
+            warnings.warn(message, stacklevel=3)
         return Generation(rows, record)
 
     def columns(self, generation: Generation) -> list[str]:
         targets = [f"target_{name}" for name in self.property_names
                    if any(f"target_{name}" in row for row in generation.items)]
-        extra = ["contains"] if generation.parameters.get("contains") else []
+        extra = ["forbidden"] if generation.parameters.get("forbid") else []
+        extra += ["scaffold"] if generation.parameters.get("scaffold") else []
+        extra += ["contains"] if generation.parameters.get("contains") else []
         return ["index", "smiles", "reason", *self.reported, *targets, "pains", "brenk", *extra, "generated"]
 
     def save_outputs(self, generation: Generation, out_dir: str | Path) -> list[Path]:
