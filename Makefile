@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.noisecraft-installed
-EXTRAS ?= dev,text,tabular,serve,molecules,points
+EXTRAS ?= dev,text,tabular,serve,molecules,points,video
 # The CPU build of torch lies on this machine's disk; pinning it keeps pip from fetching a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 

@@ -112,3 +112,19 @@ def test_training_config_errors():
         check_config({"out_dir": "x", "grow_from": None, "freeze_spatial": True})
     with pytest.raises(ValueError, match="frames .* above max_frames"):
         check_config({"out_dir": "x", "frames": 20})
+
+
+def test_mp4_clips_are_read_through_pyav(tmp_path):
+    pytest.importorskip("av")
+    from noisecraft.video.io import mp4_bytes
+
+    frames = _gif(tmp_path / "src" / "clip.gif", frames=8)
+    mp4 = mp4_bytes(frames)
+    assert mp4 == mp4_bytes(frames)  # same frames, same bytes
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "clip.mp4").write_bytes(mp4)
+    (tmp_path / "clips" / "clip.txt").write_text("a red square moving right")
+    data = ClipFolderDataset(tmp_path / "clips")
+    assert data[0]["video"].shape == (3, 8, 16, 16)
+    expected = torch.tensor(list(frames[2].getpixel((3, 5))), dtype=torch.float32) / 127.5 - 1
+    assert torch.allclose(data[0]["video"][:, 2, 5, 3], expected, atol=0.15)  # H.264 is lossy

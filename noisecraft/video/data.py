@@ -69,15 +69,17 @@ def read_clip(path: str | Path) -> list[Image.Image]:
                 frames = [frame.convert("RGB") for frame in ImageSequence.Iterator(clip)]
         else:
             try:
+                import av  # noqa: F401  (imageio's MP4 reader)
                 import imageio.v3 as iio
-            except ModuleNotFoundError:
-                raise DataError(f"{path}: reading MP4 clips needs imageio; install it with: "
+            except ModuleNotFoundError as error:
+                raise DataError(f"{path}: reading MP4 clips needs {error.name}; install it with: "
                                 "pip install 'noisecraft[video]'") from None
             frames = [Image.fromarray(np.asarray(f)[..., :3]).convert("RGB") for f in iio.imiter(path)]
     except DataError:
         raise
     except Exception as error:  # any decoder's failure is the same fact for the user: this file is unreadable
-        raise DataError(f"{path}: unreadable clip ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no detail'})") from None
+        detail = str(error).splitlines()[0] if str(error) else "no detail"
+        raise DataError(f"{path}: unreadable clip ({type(error).__name__}: {detail})") from None
     if not frames:
         raise DataError(f"{path}: the clip has no frames")
     return frames

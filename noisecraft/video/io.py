@@ -58,6 +58,14 @@ def strip(frames: list[Image.Image]) -> Image.Image:
     return out
 
 
+def sheet_gif(clips: list[list[Image.Image]], comment: dict[str, Any] | None = None, *, scale: int = 4) -> bytes:
+    """One GIF showing ``clips`` side by side (frame t of every clip in frame t), ``scale`` x enlarged: for a look
+    (README, demo), not a per-clip output."""
+    length = max(len(clip) for clip in clips)
+    frames = [strip([clip[min(t, len(clip) - 1)] for clip in clips]) for t in range(length)]
+    return gif_bytes(frames, comment, scale=scale)
+
+
 def mp4_bytes(frames: list[Image.Image]) -> bytes | None:
     """An H.264 (or MPEG-4 part 2) MP4 of ``frames`` through PyAV, or None when ``av`` is not installed."""
     try:
