@@ -17,7 +17,7 @@ turns the filters off for a process, ``NOISECRAFT_SAFETY=/path/policy.json`` pic
 rules embed text with the shared frozen MiniLM encoder on the CPU (loaded on first use, ~5 s; cached per prompt).
 
 A refused request raises :class:`noisecraft.protocol.Refused` whose reason names the rule, its score and its
-threshold, e.g. "the prompt matches the blocked concept 'violence' (score 0.31 >= 0.15)". Every generation
+threshold, e.g. "the prompt matches the blocked concept 'violence' (score 0.41 >= 0.145)". Every generation
 that passes carries ``parameters["safety"]``: the policy (name, version, hash) and the decisions (the closest
 concept of each text input, every output check), saved with its outputs.
 """

@@ -134,7 +134,7 @@ class Decision:
             verb = "matches" if not self.allowed else "is closest to"
             relation = ">=" if self.score >= self.threshold else "<"
             text = (f"{where} {verb} the blocked concept {self.rule!r} (score {self.score:.2f} {relation} "
-                    f"{self.threshold:.2f})")
+                    f"{self.threshold:.3g})")
             if self.matched:
                 text += f", like {self.matched!r}"
             return text + (f"; {self.detail}" if self.detail else "")
