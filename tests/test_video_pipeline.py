@@ -145,3 +145,23 @@ def test_grown_model_equals_the_image_model_frame_by_frame_at_init():
         clip = video(x, sigma, context=context, context_mask=mask)
         frames = torch.stack([image(x[:, :, t], sigma, context=context, context_mask=mask) for t in range(3)], 2)
     assert torch.allclose(clip, frames, atol=1e-5)
+
+
+def test_cli_train_from_scratch_and_its_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from noisecraft.video.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "run"
+    ok = runner.invoke(app, ["train", "--scratch", "--preset", "tiny", "--text-encoder", "learned", "--resolution",
+                             "16", "--steps", "1", "--batch-size", "1", "--no-joint-images", "-o", str(out)])
+    assert ok.exit_code == 0, (ok.output, ok.exception)
+    assert noisecraft.load(out).spec.training["joint_images"] is False
+    for args, expected in ((["--preset", "tiny"], "add --scratch"),
+                           (["--scratch", "--grow-from", str(tmp_path)], "contradict"),
+                           (["--grow-from", str(tmp_path / "none")], "not a model folder"),
+                           (["--scratch", "--freeze-spatial"], "freeze_spatial")):
+        result = runner.invoke(app, ["train", "-o", str(tmp_path / "x"), *args])
+        assert isinstance(result.exception, (ValueError, FileNotFoundError)), result.output
+        assert expected in str(result.exception) and "\n" not in str(result.exception)
