@@ -48,6 +48,9 @@ def build_app() -> typer.Typer:
     for name, command in ROOT_ALIASES.items():
         app.command(name)(command)
     register_text_commands(app)  # generate, eval shapes (and each modality's eval command, added above)
+    from noisecraft.distill.cli import distill_command
+
+    app.command("distill")(distill_command)
     from noisecraft.cli_likelihood import likelihood
 
     app.command("likelihood")(likelihood)  # any modality with a registry `likelihood` entry

@@ -23,7 +23,8 @@ from noisecraft.diffusion.loss import (
     denoising_loss,
     get_weighting,
 )
-from noisecraft.diffusion.precond import EDMPrecond, Precond, VPEpsPrecond, VPredPrecond, check_number
+from noisecraft.diffusion.precond import (ConsistencyPrecond, EDMPrecond, Precond, VPEpsPrecond, VPredPrecond,
+                                          check_number)
 from noisecraft.diffusion.schedules import get_schedule
 from noisecraft.diffusion.vp import VPSchedule
 from noisecraft.jsonconfig import from_dict
@@ -45,6 +46,8 @@ class DiffusionConfig:
     weighting: lambda(sigma) on the x0-MSE, a key of `loss.WEIGHTINGS` ("min_snr" uses min_snr_gamma).
     sigma_min, sigma_max: the noise range sampled by `sampling_sigmas`.
     cond_drop_prob: probability of replacing an example's condition by the null one in `loss` (CFG training).
+    consistency_sigma_min: set for a consistency model (a distilled student, `noisecraft.distill`): the denoiser
+        becomes `ConsistencyPrecond` around this parameterization, with f(x, consistency_sigma_min) = x.
     """
 
     parameterization: str = "edm"
@@ -58,6 +61,7 @@ class DiffusionConfig:
     sigma_min: float = 0.002
     sigma_max: float = 80.0
     cond_drop_prob: float = 0.0
+    consistency_sigma_min: float | None = None
 
     def __post_init__(self):
         if isinstance(self.vp_schedule, VPSchedule):  # store the JSON form
@@ -70,6 +74,8 @@ class DiffusionConfig:
         check_number(self.p_mean, "p_mean")
         if not 0 <= check_number(self.cond_drop_prob, "cond_drop_prob") < 1:
             raise ValueError(f"cond_drop_prob must be in [0, 1); got {self.cond_drop_prob!r}.")
+        if self.consistency_sigma_min is not None:
+            check_number(self.consistency_sigma_min, "consistency_sigma_min", positive=True)
         if not self.sigma_min < self.sigma_max:
             raise ValueError(f"need sigma_min < sigma_max; got {self.sigma_min} and {self.sigma_max}.")
         if self.vp_schedule is None:
@@ -125,10 +131,14 @@ class DiffusionConfig:
     def make_denoiser(self, net: nn.Module) -> Precond:
         """Wrap a raw network `net(x_in, c_noise, **cond)` into the denoiser D(x, sigma, **cond) of this config."""
         if self.parameterization == "edm":
-            return EDMPrecond(net, sigma_data=self.sigma_data)
-        if self.parameterization == "eps":
-            return VPEpsPrecond(net, self.vp)
-        return VPredPrecond(net, sigma_data=self.sigma_data, vp_schedule=self.vp)
+            base = EDMPrecond(net, sigma_data=self.sigma_data)
+        elif self.parameterization == "eps":
+            base = VPEpsPrecond(net, self.vp)
+        else:
+            base = VPredPrecond(net, sigma_data=self.sigma_data, vp_schedule=self.vp)
+        if self.consistency_sigma_min is None:
+            return base
+        return ConsistencyPrecond(base, self.consistency_sigma_min, self.sigma_data)
 
     def sigma_sampler(self) -> Callable[..., Tensor]:
         """p(sigma) for training: `sampler(batch_size, generator, device) -> [B]`."""

@@ -142,6 +142,39 @@ class VPredPrecond(Precond):
         return c_skip, -c_out, c_in, c_noise
 
 
+class ConsistencyPrecond(Precond):
+    """A consistency model f(x, sigma) (Song et al. 2023, "Consistency Models", eq. 5 and Appendix C) around the
+    network of any other preconditioner `base`, so that a student starts from its teacher's weights.
+
+    The CM paper keeps EDM's c_in and c_noise and shifts the output scalings so that the boundary condition
+    f(x, sigma_min) = x holds exactly:
+
+        c_skip_cm(sigma) = sigma_data^2 / ((sigma - sigma_min)^2 + sigma_data^2),
+        c_out_cm(sigma)  = sigma_data (sigma - sigma_min) / sqrt(sigma_data^2 + sigma^2),
+
+    i.e. c_skip_cm(sigma_min) = 1 and c_out_cm(sigma_min) = 0. For any base (EDM, eps, v) we write the network output
+    in EDM's F units, F_edm = (D_base - c_skip_edm x) / c_out_edm, and use f = c_skip_cm x + c_out_cm F_edm:
+    with b = c_out_cm / c_out_edm = (sigma - sigma_min) / sigma this is EDM eq. 7 with
+    c_skip = c_skip_cm + b (c_skip_base - c_skip_edm) and c_out = b c_out_base; for an EDM base it is exactly the
+    CM paper's parameterization. c_in and c_noise are the base's. Valid for sigma >= sigma_min.
+    """
+
+    def __init__(self, base: Precond, sigma_min: float, sigma_data: float):
+        super().__init__(base.net)
+        object.__setattr__(self, "_base", base)  # not a sub-module: its net is ours, so each weight is saved once
+        self.boundary_sigma = check_number(sigma_min, "sigma_min", positive=True)
+        self.sigma_data = check_number(sigma_data, "sigma_data", positive=True)
+        self.sigma_min, self.sigma_max = base.sigma_min, base.sigma_max
+
+    def scalings(self, sigma):
+        c_skip_base, c_out_base, c_in, c_noise = self._base.scalings(sigma)
+        eps, sd = self.boundary_sigma, self.sigma_data
+        c_skip_edm, _, _ = edm_scalings(sigma, sd)
+        c_skip_cm = sd**2 / ((sigma - eps) ** 2 + sd**2)
+        b = (sigma - eps) / sigma
+        return c_skip_cm + b * (c_skip_base - c_skip_edm), b * c_out_base, c_in, c_noise
+
+
 def _check_schedule(vp_schedule) -> VPSchedule:
     if not isinstance(vp_schedule, VPSchedule):
         kind = type(vp_schedule).__name__

@@ -15,7 +15,7 @@ for free) and tensors stay in x's dtype. The step to sigma = 0 returns the denoi
 step there), so no method divides by zero. Samplers run under `torch.no_grad()`.
 
 Noise hook (k-diffusion's `noise_sampler`): every sampler that draws fresh noise (`euler` / `heun` with churn,
-`euler_ancestral`, `ddpm`, `ddim` with eta > 0, `dpmpp_2m_sde`, `dpmpp_3m_sde`) takes
+`euler_ancestral`, `ddpm`, `ddim` with eta > 0, `dpmpp_2m_sde`, `dpmpp_3m_sde`, `consistency`) takes
 `noise_sampler: Callable[[float, float], Tensor] | None = None`. It is called once per noise draw as
 `noise_sampler(sigma, sigma_next)` with the two noise levels the noise moves between as Python floats ((sigma,
 sigma_next) of an ancestral / SDE step; (sigma, sigma_hat) of a churn step, sigma_hat > sigma) and must return
@@ -248,6 +248,38 @@ def sample_ddpm(
                        noise_sampler=noise_sampler)
 
 
+@torch.no_grad()
+def sample_consistency(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+    sigma_min: float = 0.0,
+    noise_sampler: NoiseSampler | None = None,
+) -> Tensor:
+    """Multistep consistency sampling (Song et al. 2023, "Consistency Models", Algorithm 1). NFE: n.
+
+    The denoiser is a consistency function f(x, sigma) (it maps a point of the ODE trajectory to its end, e.g. a
+    `noisecraft.distill` student). Step i jumps to x0 = f(x, sigmas[i]); unless sigmas[i + 1] = 0 it re-noises to the
+    next level, x = x0 + sqrt(sigmas[i + 1]^2 - sigma_min^2) z with z = noise_sampler(sigmas[i], sigmas[i + 1]),
+    where sigma_min is the consistency model's boundary (f(x, sigma_min) = x). One step is f(x, sigma_max).
+    """
+    sigmas = _check_inputs(x, sigmas, generator)
+    if not 0 <= sigma_min < sigmas[-2]:
+        raise ValueError(f"sigma_min must be in [0, {sigmas[-2]}) (below every noise level); got {sigma_min!r}.")
+    noise_sampler = _noise_sampler(x, generator, noise_sampler)
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = _denoise(denoiser, x, sigma)
+        x = denoised
+        if sigma_next > 0:
+            x = x + noise_sampler(sigma, sigma_next) * math.sqrt(max(sigma_next**2 - sigma_min**2, 0.0))
+        _report(callback, i, x, sigma, sigma_next, denoised)
+    return x
+
+
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "euler": sample_euler,
     "euler_ancestral": sample_euler_ancestral,
@@ -260,6 +292,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "dpmpp_2m_sde": sample_dpmpp_2m_sde,
     "dpmpp_3m_sde": sample_dpmpp_3m_sde,
     "unipc": sample_unipc,
+    "consistency": sample_consistency,
 }
 _TWO_CALLS_PER_STEP = {"heun", "dpm_2"}  # a second evaluation on every step except the one to sigma = 0
 

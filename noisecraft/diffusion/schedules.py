@@ -2,8 +2,9 @@
 
 Every schedule is a function `(n, sigma_min, sigma_max, **options) -> sigmas`, a 1-D float64 tensor of n + 1 noise
 levels: sigmas[0] = sigma_max, strictly descending to sigmas[n - 1] = sigma_min, and sigmas[n] = 0 so that the last
-step lands on clean data. With n = 1 the single step goes from sigma_max straight to 0. (`discrete` is the one
-exception to the endpoints: its sigmas snap to the entries of a DDPM table, see its docstring.)
+step lands on clean data. With n = 1 the single step goes from sigma_max straight to 0. (Two exceptions to the
+endpoints: `discrete` snaps to the entries of a DDPM table, and `few_step`, for distilled students, stops short of
+sigma_min; see their docstrings.)
 """
 
 from __future__ import annotations
@@ -124,8 +125,25 @@ def discrete(
     return _append_zero(table.sigmas[t_low + local.long()])
 
 
+def few_step(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tensor:
+    """The noise levels of a few-step (distilled) sampler: Karras' rho-spacing (eq. 5) at u = i/n for i = 0..n-1,
+
+        sigma_i = (sigma_max^(1/rho) + (i/n) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,   then sigma_n = 0,
+
+    i.e. `karras(n + 1)` without its sigma_min: no call is spent at sigma_min, where a consistency model is the
+    identity. The grid is nested under halving (level i of n steps is level 2i of 2n), as progressive distillation
+    (Salimans & Ho 2022, Algorithm 2) needs; n = 1 is the single step sigma_max -> 0.
+    """
+    _check_range(n, sigma_min, sigma_max)
+    _check_positive(rho, "rho")
+    ramp = torch.arange(n, dtype=torch.float64) / n
+    max_inv_rho, min_inv_rho = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return _append_zero((max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho)
+
+
 SCHEDULES: dict[str, Callable[..., Tensor]] = {
     "karras": karras,
+    "few_step": few_step,
     "exponential": exponential,
     "polyexponential": polyexponential,
     "vp": vp,

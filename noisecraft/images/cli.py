@@ -123,11 +123,14 @@ def sample(
         "--label", "-l", help="Class name or index; repeat for several, or 'all' for one row per class. Omit for "
                               "unconditional samples.")] = None,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (1 = plain conditional).")] = 1.0,
-    steps: Annotated[int, typer.Option(help="Sampler steps.")] = 32,
-    sampler: Annotated[str, typer.Option(help="euler, heun, ddim, ddpm, euler_ancestral, dpmpp_2m, dpmpp_2m_sde, "
-                                              "dpmpp_3m_sde, unipc, ...")] = "heun",
-    schedule: Annotated[str, typer.Option(help="Sigma schedule: karras, exponential, polyexponential, vp, linear, "
-                                               "discrete, ...")] = "karras",
+    steps: Annotated[Optional[int], typer.Option(help="Sampler steps (default 32, or a distilled model's "
+                                                      "own).")] = None,
+    sampler: Annotated[Optional[str], typer.Option(help="euler, heun, ddim, ddpm, euler_ancestral, dpmpp_2m, "
+                                                        "dpmpp_2m_sde, dpmpp_3m_sde, unipc, consistency, ... "
+                                                        "(default heun, or a distilled model's own).")] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="Sigma schedule: karras, exponential, polyexponential, "
+                                                         "vp, linear, discrete, few_step, ... (default karras, or a "
+                                                         "distilled model's own).")] = None,
     seed: Annotated[int, typer.Option(help="Seed; image i uses seed + i, so it does not depend on --n.")] = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for PNGs, JSON sidecars and the "
                                                           "grid.")] = Path("outputs"),
@@ -142,8 +145,9 @@ def sample(
     pipeline = ImagePipeline.load(model, use_ema=ema, device=device)
     if pipeline.spec.text_encoder is not None:
         raise ValueError(f"{model} is a text-to-image model: draw with `noisecraft generate PROMPT --model {model}`")
-    pipeline.check_params({"n": n, "steps": steps, "sampler": sampler, "schedule": schedule}
-                          | ({"guidance": guidance} if pipeline.spec.class_names else {}))
+    chosen = {key: value for key, value in (("steps", steps), ("sampler", sampler), ("schedule", schedule))
+              if value is not None}
+    pipeline.check_params({"n": n, **chosen} | ({"guidance": guidance} if pipeline.spec.class_names else {}))
     names = pipeline.spec.class_names
     labels, row_labels, nrow = label, None, None
     if label == ["all"]:

@@ -61,10 +61,13 @@ def generate(
                                                          "classifier-free guidance.")] = None,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (1 = plain conditional).")]
     = DEFAULT_GUIDANCE,
-    steps: Annotated[int, typer.Option(help="Sampler steps.")] = DEFAULT_STEPS,
-    sampler: Annotated[str, typer.Option(help="heun, euler, dpmpp_2m, euler_ancestral, ddim, unipc, ...")]
-    = DEFAULT_SAMPLER,
-    schedule: Annotated[str, typer.Option(help="Sigma schedule: karras, exponential, vp, ...")] = "karras",
+    steps: Annotated[Optional[int], typer.Option(help=f"Sampler steps (default {DEFAULT_STEPS}, or a distilled "
+                                                      "model's own).")] = None,
+    sampler: Annotated[Optional[str], typer.Option(help="heun, euler, dpmpp_2m, euler_ancestral, ddim, unipc, "
+                                                        "consistency, ... (default heun, or a distilled model's "
+                                                        "own).")] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="Sigma schedule: karras, exponential, vp, few_step, ... "
+                                                         "(default karras, or a distilled model's own).")] = None,
     seed: Annotated[int, typer.Option(help="Seed; image i uses seed + i.")] = 0,
     batch: Annotated[int, typer.Option("--batch", "-n", help="Number of images.")] = 4,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for PNGs (with their parameters) and the "
@@ -88,9 +91,10 @@ def generate(
     if strength is not None and init_image is None:
         raise ValueError("--strength says how much of --init-image to redraw: pass --init-image too")
     pipeline = load_text_model(model, device)
-    params = {"n": batch, "prompt": prompt, "negative_prompt": negative, "guidance": guidance, "steps": steps,
-              "sampler": sampler, "schedule": schedule, "init_image": init_image, "mask": mask,
-              "strength": strength, "resize": resize}
+    params = {"n": batch, "prompt": prompt, "negative_prompt": negative, "guidance": guidance, "init_image": init_image,
+              "mask": mask, "strength": strength, "resize": resize}
+    params |= {key: value for key, value in (("steps", steps), ("sampler", sampler), ("schedule", schedule))
+               if value is not None}  # else the model's defaults (a distilled student's few-step sampler)
     out = prepare_output_folder(out)
     bar = progress_bar("sampling")
     generation = pipeline.generate(params, seed=seed, progress=lambda done, total: bar({"total": total}))
@@ -115,7 +119,8 @@ def eval_shapes(
                                                            "'composition').")] = None,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = DEFAULT_GUIDANCE,
     steps: Annotated[int, typer.Option(help="Sampler steps.")] = DEFAULT_STEPS,
-    sampler: Annotated[str, typer.Option(help="Sampler name.")] = DEFAULT_SAMPLER,
+    sampler: Annotated[Optional[str], typer.Option(help="Sampler name (default heun, or a distilled model's "
+                                                        "own).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the first batch (batch k uses seed + k) and of the random "
                                            "prompts.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Images generated per batch.")] = 128,
@@ -146,7 +151,8 @@ def eval_shapes(
                             prompts=prompt_set, config=world)
     results["settings"] = {"model": pipeline.source, "prompts": prompts,
                            "num_prompts": len(prompt_set), "categories": wanted, "n_per_prompt": n_per_prompt,
-                           "guidance": guidance, "steps": steps, "sampler": sampler, "seed": seed,
+                           "guidance": guidance, "steps": steps,
+                           "sampler": sampler or pipeline.sampling_defaults()["sampler"], "seed": seed,
                            "device": str(pipeline.device), "seconds": round(time.perf_counter() - start, 1)}
     typer.echo(format_table(results))
     typer.echo(f"scores written to {save_results(results, out)}")

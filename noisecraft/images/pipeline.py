@@ -53,6 +53,9 @@ class ImageModelSpec:
     data: str = ""  # provenance only: what the model was trained on
     training: dict = field(default_factory=dict)  # provenance only: the run's full training config
     text_encoder: dict | None = None  # TextEncoder.to_dict() of a text-to-image model; None without text
+    # A distilled few-step student (noisecraft.distill): method, teacher, and its sampler, schedule and steps,
+    # which become this model's sampling defaults. None for a model trained from data.
+    distillation: dict | None = None
     kind: str = MODEL_KIND
 
     @property
@@ -201,6 +204,20 @@ LABEL_DEFAULTS = {"guidance": 1.0, "steps": 32, "sampler": "heun"}
 MAX_IMAGES = 256
 
 
+class _WithGuidance:
+    """A distilled student with its guidance input bound to the scale ``w`` (LCM's knob); every other attribute is
+    the model's, so the text-to-image and label guidance code uses it as it uses the model."""
+
+    def __init__(self, model: ImageDiffusionModel, w: float):
+        self._model, self._w = model, float(w)
+
+    def __call__(self, x: Tensor, sigma, **cond: Tensor) -> Tensor:
+        return self._model(x, sigma, guidance=self._w, **cond)
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+
 class ImagePipeline(Pipeline):
     """A trained image model ready to sample: ``ImagePipeline.load(path).sample(n, labels=..., seed=...)``, or
     through the pipeline protocol, ``.generate({"labels": ["7"], "n": 4}, seed=0)`` (:mod:`noisecraft.protocol`)."""
@@ -228,17 +245,26 @@ class ImagePipeline(Pipeline):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def sampling_defaults(self) -> dict[str, Any]:
+        """steps, sampler, schedule and guidance used when a caller leaves them out: a distilled student's own
+        few-step settings, else the defaults of text-to-image or label models."""
+        defaults = dict(TEXT_DEFAULTS if self.spec.text_encoder is not None else LABEL_DEFAULTS)
+        if self.spec.distillation:
+            defaults |= {key: self.spec.distillation[key] for key in ("steps", "sampler", "guidance")}
+            defaults["schedule"] = self.spec.distillation["schedule"]
+        return defaults | {"schedule": defaults.get("schedule", "karras")}
+
     # --- the pipeline protocol (noisecraft.protocol) ---
 
     def parameters(self) -> list[Param]:
         text = self.spec.text_encoder is not None
-        defaults = TEXT_DEFAULTS if text else LABEL_DEFAULTS
+        defaults = self.sampling_defaults()
         params = [
             Param("n", "int", 4 if text else 16, "Number of images; image i uses seed + i.", 1, MAX_IMAGES),
             Param("steps", "int", defaults["steps"], "Sampler steps.", 1, 1000),
             Param("sampler", "choice", defaults["sampler"], "Sampler (k-diffusion names).",
                   choices=tuple(SAMPLERS)),
-            Param("schedule", "choice", "karras", "Sigma schedule.", choices=tuple(SCHEDULES)),
+            Param("schedule", "choice", defaults["schedule"], "Sigma schedule.", choices=tuple(SCHEDULES)),
         ]
         if text:
             return params + [
@@ -345,8 +371,8 @@ class ImagePipeline(Pipeline):
         return torch.stack(noise).to(self.device) * sigma_max
 
     @torch.no_grad()
-    def sample(self, n: int, *, labels: list[int | str] | None = None, guidance: float = 1.0, steps: int = 32,
-               sampler: str = "heun", schedule: str = "karras", seed: int = 0,
+    def sample(self, n: int, *, labels: list[int | str] | None = None, guidance: float = 1.0,
+               steps: int | None = None, sampler: str | None = None, schedule: str | None = None, seed: int = 0,
                sampler_options: dict[str, Any] | None = None, progress: Callable[[dict], None] | None = None,
                prompt: str | list[str] | None = None, negative_prompt: str | None = None,
                init_image: Tensor | None = None, strength: float | None = None, mask: Tensor | None = None,
@@ -364,9 +390,15 @@ class ImagePipeline(Pipeline):
         (default 0.6; 0 returns the image, 1 ignores it); with ``mask`` (``[H, W]``, ``[1, H, W]`` or
         ``[n, 1, H, W]``, 1 = regenerate) it inpaints instead (default strength 1). See
         :mod:`noisecraft.diffusion.editing`.
+        ``steps``, ``sampler`` and ``schedule`` left as None take :meth:`sampling_defaults` (32 Heun steps on the
+        Karras schedule, or a distilled student's own few-step sampler).
         """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
+        defaults = self.sampling_defaults() | ({} if self.spec.distillation else {"steps": 32, "sampler": "heun"})
+        steps = defaults["steps"] if steps is None else steps
+        sampler = defaults["sampler"] if sampler is None else sampler
+        schedule = defaults["schedule"] if schedule is None else schedule
         sample_fn = get_sampler(sampler)
         sigmas = self.diffusion.sampling_sigmas(steps, schedule=schedule).to(self.device)
         x = self.initial_noise(n, seed, float(sigmas[0]))
@@ -403,12 +435,15 @@ class ImagePipeline(Pipeline):
     def _conditioned_denoiser(self, n: int, labels, prompt, negative_prompt, guidance: float,
                               ) -> tuple[Callable, int, dict[str, Any]]:
         """``(denoiser(x, sigma), network evaluations per call, metadata)`` for labels, a prompt or neither."""
+        model = self.model
+        if getattr(getattr(self.model.net, "config", None), "guidance_embedding", False):  # a distilled student's guidance input
+            model = _WithGuidance(self.model, guidance)
         if self.spec.text_encoder is not None:
             if labels is not None:
                 raise ValueError("this is a text-to-image model: pass a prompt, not class labels")
             if prompt is None:
                 raise ValueError('this is a text-to-image model: pass a prompt, e.g. prompt="a small red circle"')
-            denoiser, evaluations, record = text_guided_denoiser(self.model, prompt, n, guidance=guidance,
+            denoiser, evaluations, record = text_guided_denoiser(model, prompt, n, guidance=guidance,
                                                                  negative_prompt=negative_prompt)
             return denoiser, evaluations, {"prompt": prompt, **record}
         if prompt is not None or negative_prompt is not None:
@@ -420,11 +455,11 @@ class ImagePipeline(Pipeline):
             if guidance != 1.0:
                 raise ValueError("guidance needs class labels: pass labels (this model has classes "
                                  f"{', '.join(self.spec.class_names) or 'none'})")
-            return self.model, 1, record
+            return model, 1, record
         if guidance == 1.0:
-            return (lambda x_, s_: self.model(x_, s_, class_labels=class_labels)), 1, record
+            return (lambda x_, s_: model(x_, s_, class_labels=class_labels)), 1, record
         null = torch.full_like(class_labels, self.spec.num_classes)
-        return guided_denoiser(self.model, {"class_labels": class_labels}, {"class_labels": null}, guidance), 2, record
+        return guided_denoiser(model, {"class_labels": class_labels}, {"class_labels": null}, guidance), 2, record
 
     def _check_init_image(self, image: Tensor, n: int) -> Tensor:
         """``image`` as ``[n, C, H, W]`` on the model's device, or a clear error naming the expected shape."""

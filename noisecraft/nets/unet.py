@@ -66,6 +66,9 @@ class UNetConfig:
     num_classes: int = 0
     context_dim: int | None = None
     groupnorm_groups: int = 32
+    # A guidance-scale input w (LCM, Luo et al. 2023, sec. 4.2): sinusoids of w through a zero-initialised linear
+    # layer, added to the noise embedding, so a distilled student keeps a guidance knob (noisecraft.distill).
+    guidance_embedding: bool = False
 
     def __post_init__(self) -> None:
         # JSON turns tuples into lists; store tuples so configs compare equal after a round trip.
@@ -200,6 +203,9 @@ class UNet2D(nn.Module):
         self.class_embedding = (
             nn.Embedding(config.num_classes + 1, embedding_channels) if config.num_classes > 0 else None
         )
+        if config.guidance_embedding:  # zero at initialisation: the student starts as its teacher
+            self.guidance_features = PositionalEmbedding(base)
+            self.guidance_proj = zero_init(nn.Linear(base, embedding_channels))
         self.embedding_mlp = nn.Sequential(nn.SiLU(), nn.Linear(embedding_channels, embedding_channels), nn.SiLU())
         # Learned "null" condition token, always attendable: a fully masked (or absent) context attends to it alone.
         self.null_context = nn.Parameter(torch.randn(config.context_dim)) if config.context_dim else None
@@ -251,11 +257,14 @@ class UNet2D(nn.Module):
         class_labels: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
+        guidance: torch.Tensor | float | None = None,
     ) -> torch.Tensor:
         """``x`` ``[B, in_channels, H, W]``, ``c_noise`` ``[B]`` (or 0-d) -> ``[B, out_channels, H, W]``.
 
         ``class_labels``: LongTensor ``[B]`` in ``[0, num_classes]``; None = "no label" (row ``num_classes``).
         ``context``: ``[B, T, context_dim]`` tokens; ``context_mask``: bool ``[B, T]``, True = real token.
+        ``guidance``: the guidance scale w (a float, 0-d or ``[B]``) of a network with ``guidance_embedding``;
+        None = 1 (the plain conditional model).
         """
         c_noise = self._check_inputs(x, c_noise, class_labels, context, context_mask)
         batch = x.shape[0]
@@ -265,6 +274,12 @@ class UNet2D(nn.Module):
             if class_labels is None:
                 class_labels = torch.full((batch,), self.config.num_classes, dtype=torch.long, device=x.device)
             emb = emb + self.class_embedding(class_labels)
+        if self.config.guidance_embedding:
+            w = torch.as_tensor(1.0 if guidance is None else guidance, dtype=torch.float32, device=x.device)
+            emb = emb + self.guidance_proj(self.guidance_features(w.reshape(-1).expand(batch)))
+        elif guidance is not None:
+            raise ValueError("guidance was given but the U-Net has no guidance input; set "
+                             "UNetConfig.guidance_embedding (a distilled student has it)")
         emb = self.embedding_mlp(emb)
         context, context_mask = self._with_null_token(context, context_mask, batch)
 
