@@ -45,17 +45,21 @@ def train(out: Path, steps: int) -> None:
         print(f"{name}: {result.step} steps, loss {result.loss:.4f}, {time.time() - start:.0f} s", flush=True)
 
 
-def analyse(model: Path, per_prompt: int, steps: int, guidance: float, prompts: list[str]) -> dict:
-    """Fraction of clips the analyser finds fully right (objects in every frame, motion right), per prompt."""
+def analyse(model: Path, per_prompt: int, steps: int, guidance: float, prompts: list[str],
+            gif: Path | None = None) -> dict:
+    """Fraction of clips the analyser finds fully right (objects in every frame, motion right), per prompt; with
+    ``gif``, the first clip of every prompt side by side in one enlarged GIF."""
     import noisecraft
-    from noisecraft.video.io import analyse_clips
+    from noisecraft.video.io import analyse_clips, sheet_gif
 
     pipeline = noisecraft.load(model)
     rows = {}
+    firsts = []
     for prompt in prompts:
         generation = pipeline.generate({"prompt": prompt, "batch": per_prompt, "steps": steps, "guidance": guidance},
                                        seed=0)
         verdicts = analyse_clips(generation.items, prompt)
+        firsts.append(generation.items[0])
         frames = len(generation.items[0])
         rows[prompt] = {"right": sum(v["matches_prompt"] for v in verdicts), "clips": per_prompt,
                         "whole_tracks": sum(bool(v["objects"]) and all(o["frames_seen"] == frames for o in v["objects"])
@@ -63,6 +67,10 @@ def analyse(model: Path, per_prompt: int, steps: int, guidance: float, prompts: 
                         "measured": [[f"{o['colour']} {o['shape']} {o['motion']} ({o['frames_seen']} frames)"
                                       for o in v["objects"]] for v in verdicts]}
         print(f"{model.name}: {prompt!r}: {rows[prompt]['right']}/{per_prompt} {rows[prompt]['measured']}", flush=True)
+    if gif is not None:
+        gif.parent.mkdir(parents=True, exist_ok=True)
+        gif.write_bytes(sheet_gif(firsts, {"model": str(model), "prompts": prompts, "seed": 0, "steps": steps,
+                                           "guidance": guidance}))
     right = sum(r["right"] for r in rows.values())
     total = sum(r["clips"] for r in rows.values())
     whole = sum(r["whole_tracks"] for r in rows.values())
@@ -84,13 +92,15 @@ def main() -> None:
     a.add_argument("--guidance", type=float, default=3.0)
     a.add_argument("--pairs", action="store_true", help="also the two-object prompts")
     a.add_argument("--out", type=Path)
+    a.add_argument("--gif", type=Path, help="a GIF of each prompt's first clip, side by side (first model only)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.command == "train":
         train(args.out, args.steps)
         return
     prompts = SEEN_PROMPTS + (PAIR_PROMPTS if args.pairs else [])
-    results = [analyse(m, args.per_prompt, args.steps, args.guidance, prompts) for m in args.models]
+    results = [analyse(m, args.per_prompt, args.steps, args.guidance, prompts, args.gif if i == 0 else None)
+               for i, m in enumerate(args.models)]
     for r in results:
         print(f"{r['model']}: {r['right']}/{r['clips']} clips fully right ({r['fraction_right']:.2f})")
     if args.out:
