@@ -72,3 +72,11 @@ def test_unit_sphere_normalisation():
     a = M.evaluate(clouds, clouds[::-1] * 1.0, metrics=("cd",))
     b = M.evaluate(clouds * 3 - 2, clouds[::-1], metrics=("cd",))
     assert a["MMD-CD"] == pytest.approx(b["MMD-CD"])
+
+
+@pytest.mark.parametrize("metric", ["cd", "emd"])
+def test_a_set_against_itself_is_computed_once_per_pair_and_symmetric(metric):
+    s, _ = _sets(s=5, n=6)
+    full = M.pairwise(s, s.copy(), metric)  # a copy: the general path
+    half = M.pairwise(s, s, metric)  # the same object: each pair once
+    assert np.allclose(full, half, rtol=1e-12, atol=1e-12) and np.array_equal(half, half.T)

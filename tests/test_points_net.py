@@ -15,9 +15,9 @@ def _net(**overrides):
     return net.eval()
 
 
-@pytest.mark.parametrize("channels", [3, 6])
-def test_permuting_the_points_permutes_the_output(channels):
-    net = _net(in_channels=channels, num_classes=3, context_dim=8, depth=2)
+@pytest.mark.parametrize("channels,mixer", [(3, "attention"), (6, "attention"), (3, "pool")])
+def test_permuting_the_points_permutes_the_output(channels, mixer):
+    net = _net(in_channels=channels, num_classes=3, context_dim=8, depth=2, mixer=mixer)
     x, c_noise = torch.randn(2, 37, channels), torch.randn(2)
     cond = {"class_labels": torch.tensor([1, 3]), "context": torch.randn(2, 5, 8),
             "context_mask": torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)}
@@ -48,5 +48,7 @@ def test_a_new_network_predicts_zero_and_bad_shapes_are_named():
     assert net(torch.randn(2, 5, 3), torch.zeros(2)).abs().max() == 0
     with pytest.raises(ValueError, match="clouds"):
         net(torch.randn(2, 5, 4), torch.zeros(2))
+    with pytest.raises(ValueError, match="mixer"):
+        network_config("point_transformer", "tiny", mixer="conv")
     with pytest.raises(ValueError, match="divisible"):
         network_config("point_transformer", "tiny", dim=30, heads=4)

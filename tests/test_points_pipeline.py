@@ -37,6 +37,15 @@ def test_outputs_carry_parameters_and_the_same_seed_gives_the_same_ply_bytes(tin
     sidecar = json.loads((tmp_path / "a" / "generation.json").read_text())
     assert sidecar["parameters"]["seed"] == 5 and sidecar["clouds"][0]["reconstruction"]
     assert "analysis" in sidecar["clouds"][0]
+    import imageio.v3 as iio
+    import trimesh
+
+    assert json.loads(iio.immeta(tmp_path / "a" / "turntable.gif")["comment"])["seed"] == 5
+    glb = trimesh.load(tmp_path / "a" / "mesh_0001.glb")
+    assert glb.metadata["noisecraft"]["seed"] == 6 and glb.metadata["noisecraft"]["reconstruction"]
+    obj = pipeline.save_outputs(pipeline.generate(request | {"n": 1, "mesh_format": "obj"}, seed=5), tmp_path / "o")
+    text = (tmp_path / "o" / "mesh_0000.obj").read_text()
+    assert any(f.name == "mesh_0000.obj" for f in obj) and text.startswith("# noisecraft {") and "\nf " in text
     other = pipeline.save_outputs(pipeline.generate(request, seed=6), tmp_path / "c")
     moved = read_ply(tmp_path / "c" / "cloud_0000.ply")[0]  # cloud i uses seed + i
     assert np.allclose(moved, points, atol=1e-5)
@@ -50,6 +59,8 @@ def test_bad_requests_are_refused_naming_the_parameter(tiny):
         pipeline.generate({"points": 257, "steps": 1})
     with pytest.raises(ParameterError, match="'prompt'"):
         pipeline.generate({"prompt": "   ", "steps": 1})
+    with pytest.raises(ParameterError, match="does not know the word 'pyramid'.*knows .* words"):
+        pipeline.generate({"prompt": "a tall pyramid", "steps": 1})  # the tiny model's encoder is a learned one
     clouds, record = pipeline.sample(1, points=200, steps=1)  # other sizes than the training one
     assert clouds.shape == (1, 200, 3) and record["prompt"] is None
 

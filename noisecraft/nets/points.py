@@ -4,7 +4,9 @@
 ``depth`` pre-norm blocks of
 
     self-attention over the points (``F.scaled_dot_product_attention``; no positional encoding, so permuting the
-    input points permutes the output the same way: F(P x) = P F(x) for every permutation P),
+    input points permutes the output the same way: F(P x) = P F(x) for every permutation P) -- or, with
+    ``mixer="pool"``, the PointNet / DeepSets-style ablation: every point gets ``W [h_i, max_j h_j]`` (a global
+    max-pooled feature, O(N) instead of O(N^2); benchmarks/points/compare.py measures the two at equal time),
     cross-attention to condition tokens ``context [B, T, context_dim]`` (``context_mask [B, T]``, True = real token;
     a learned null token is always present, so a fully masked context, the "no text" condition of classifier-free
     guidance, is well defined),
@@ -43,6 +45,7 @@ class PointTransformerConfig:
     num_classes: int = 0
     context_dim: int | None = None
     max_points: int = 4096  # the largest cloud a model is asked to make (the pipeline's limit for --points)
+    mixer: str = "attention"  # how points see each other: "attention" or "pool" (global max-pool, PointNet-style)
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "dim", "depth", "heads", "max_points"):
@@ -56,6 +59,8 @@ class PointTransformerConfig:
         if self.context_dim is not None and (not isinstance(self.context_dim, int) or self.context_dim < 1):
             raise ValueError(f"point_transformer context_dim must be a positive integer or None, "
                              f"got {self.context_dim!r}")
+        if self.mixer not in ("attention", "pool"):
+            raise ValueError(f"point_transformer mixer must be attention or pool, got {self.mixer!r}")
         if not self.mlp_ratio > 0:
             raise ValueError(f"point_transformer mlp_ratio must be positive, got {self.mlp_ratio!r}")
 
@@ -87,7 +92,8 @@ class PointBlock(nn.Module):
         super().__init__()
         dim, self.heads = config.dim, config.heads
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False)
-        self.qkv = nn.Linear(dim, 3 * dim)
+        self.pool = config.mixer == "pool"
+        self.qkv = nn.Linear(dim, 2 * dim) if self.pool else nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.cross = config.context_dim is not None
         if self.cross:
@@ -109,9 +115,13 @@ class PointBlock(nn.Module):
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(c)).chunk(6, dim=-1)
         batch, length, dim = x.shape
         h = _modulate(self.norm1(x), shift1, scale1)
-        q, k, v = self.qkv(h).view(batch, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
-        h = F.scaled_dot_product_attention(q, k, v)
-        x = x + gate1[:, None] * self.proj(h.transpose(1, 2).reshape(batch, length, dim))
+        if self.pool:  # W_local h_i + W_global max_j h_j: the same for any order of the points
+            local, pooled = self.qkv(h).chunk(2, dim=-1)
+            x = x + gate1[:, None] * self.proj(F.gelu(local + pooled.max(dim=1, keepdim=True).values))
+        else:
+            q, k, v = self.qkv(h).view(batch, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+            h = F.scaled_dot_product_attention(q, k, v)
+            x = x + gate1[:, None] * self.proj(h.transpose(1, 2).reshape(batch, length, dim))
         if self.cross:
             q = self._split(self.to_q(self.norm_cross(x)))
             k, v = self.to_kv(context).chunk(2, dim=-1)

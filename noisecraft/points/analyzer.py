@@ -2,7 +2,8 @@
 
 1. Centre the cloud on the middle of its robust bounding box (0.5 / 99.5 percentiles). With ``upright=True`` (the
    world's default orientation) z stays vertical and the cloud is turned about z onto the principal axes of its xy
-   spread (the turn, in 3 degree steps, with the smallest robust xy bounding box; longer side along x); with ``upright=False`` all three axes come from PCA (then tall and wide cannot be told apart).
+   spread (the turn, in 3 degree steps, with the smallest robust xy bounding box; longer side along x);
+   with ``upright=False`` all three axes come from PCA (then tall and wide cannot be told apart).
 2. Read the half extents (a, b, c) along x, y, z.
 3. Fit every primitive whose parameters follow from those extents: ellipsoid (radii a, b, c), box (half sides),
    cylinder, capsule and torus along each axis, cone along each axis with its apex either way. A fit's residual is

@@ -54,7 +54,8 @@ def generate(
     seed: Annotated[int, typer.Option("--seed", help="Seed of cloud 0 (cloud i uses seed + i).")] = 0,
     batch: Annotated[int, typer.Option("--batch", help="Number of clouds.")] = 4,
     sampler: Annotated[str, typer.Option("--sampler", help="Sampler (k-diffusion names).")] = "heun",
-    mesh: Annotated[bool, typer.Option("--mesh", help="Also reconstruct a mesh per cloud (alpha shape, GLB).")] = False,
+    mesh: Annotated[bool, typer.Option("--mesh", help="Also reconstruct a mesh per cloud (alpha shape).")] = False,
+    mesh_format: Annotated[str, typer.Option("--mesh-format", help="Mesh file format: glb or obj.")] = "glb",
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("outputs/points"),
     model: Annotated[Optional[Path], typer.Option("--model", help="Model folder (default: the shipped world "
                                                                   "model).")] = None,
@@ -64,7 +65,8 @@ def generate(
     import noisecraft
 
     pipeline = noisecraft.load(_model(model), device=device)
-    params = {"prompt": prompt, "steps": steps, "guidance": guidance, "n": batch, "sampler": sampler, "mesh": mesh}
+    params = {"prompt": prompt, "steps": steps, "guidance": guidance, "n": batch, "sampler": sampler, "mesh": mesh,
+              "mesh_format": mesh_format}
     if points is not None:
         params["points"] = points
     generation = pipeline.generate(params, seed=seed, progress=_bar("sampling"))
@@ -135,5 +137,6 @@ def eval_(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
     pf = record["pointflow"]
-    typer.echo(f"correct: seen {record['correct_seen']}, held out {record['correct_held_out']}; "
+    scenes = f", scenes {record['correct_scenes']}" if record.get("correct_scenes") is not None else ""
+    typer.echo(f"correct: seen {record['correct_seen']}, held out {record['correct_held_out']}{scenes}; "
                + ", ".join(f"{k} {v:.4f}" for k, v in pf.items() if k.startswith(("1-NNA", "MMD", "COV"))))

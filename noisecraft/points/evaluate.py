@@ -1,6 +1,7 @@
 """``evaluate_model``: a points model measured on its world: prompt correctness (the analyser) on seen and held-out
-prompts, and the PointFlow metrics (:mod:`noisecraft.points.metrics`) of all generated clouds against a reference
-set drawn from the world with the same prompts (same count per prompt, same number of points)."""
+prompts (and two-part scene prompts when the model's world has scenes), and the PointFlow metrics
+(:mod:`noisecraft.points.metrics`) of all generated clouds against a reference set drawn from the world with the
+same prompts (same count per prompt, same number of points)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from noisecraft.points.analyzer import analyze, matches_prompt
 from noisecraft.points.metrics import evaluate
+from noisecraft.points.scenes import analyze_scene, matches_scene, parse_scene, reference_scenes, scene_caption
 from noisecraft.points.world import WorldConfig, caption, reference_clouds
 
 
@@ -21,15 +23,40 @@ def world_prompts(world: dict | None) -> tuple[list[str], list[str]]:
             [caption(s, p) for s, p in config.combinations("held_out")])
 
 
+def scene_prompts(world: dict | None, count: int = 6) -> list[str]:
+    """``count`` two-part prompts of seen pairs (a fixed spread over them) when the world has scenes, else []."""
+    config = WorldConfig(**(world or {}))
+    if not config.scenes:
+        return []
+    pairs = config.combinations("train")
+    return [scene_caption((*pairs[(5 * k) % len(pairs)], "small" if k % 2 else None),
+                          (*pairs[(5 * k + 3) % len(pairs)], None)) for k in range(count)]
+
+
+def judge(cloud: np.ndarray, prompt: str, *, upright: bool = True) -> tuple[bool, list[str]]:
+    """The analyser's verdict on ``cloud [N, 3]`` for a single-object or a two-part prompt, with reasons."""
+    if parse_scene(prompt) is not None:
+        return matches_scene(analyze_scene(cloud, upright=upright), prompt)
+    return matches_prompt(analyze(cloud, upright=upright), prompt, upright=upright)
+
+
+def world_reference(prompt: str, count: int, *, points: int, seed: int, orientation: str) -> np.ndarray:
+    if parse_scene(prompt) is not None:
+        return reference_scenes(prompt, count, points=points, seed=seed, orientation=orientation)
+    return reference_clouds(prompt, count, points=points, seed=seed, orientation=orientation)
+
+
 def evaluate_model(pipeline, *, per_prompt: int = 4, points: int | None = None, steps: int = 16,
                    guidance: float = 2.0, sampler: str = "heun", seed: int = 0, metrics: tuple[str, ...] = ("cd",),
                    held_out: bool = True, prompts: list[str] | None = None,
-                   log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """The evaluation record of ``pipeline`` (a :class:`~noisecraft.points.pipeline.PointsPipeline`)."""
+                   log: Callable[[str], None] | None = None, clouds_out: dict | None = None) -> dict[str, Any]:
+    """The evaluation record of ``pipeline`` (a :class:`~noisecraft.points.pipeline.PointsPipeline`);
+    ``clouds_out`` (a dict) receives the generated clouds per prompt, e.g. to save them next to the record."""
     seen, unseen = world_prompts(pipeline.spec.world)
     if prompts is not None:
         seen, unseen = list(prompts), []
-    groups = {"seen": seen, "held_out": unseen if held_out else []}
+    groups = {"seen": seen, "held_out": unseen if held_out else [],
+              "scenes": scene_prompts(pipeline.spec.world) if prompts is None else []}
     points = points or pipeline.spec.points
     orientation = (pipeline.spec.world or {}).get("orientation", "upright")
     start = time.perf_counter()
@@ -43,16 +70,17 @@ def evaluate_model(pipeline, *, per_prompt: int = 4, points: int | None = None, 
                                         sampler=sampler, seed=seed + 1000 * k)
             verdicts = []
             for cloud in clouds:
-                ok, reasons = matches_prompt(analyze(cloud[:, :3], upright=orientation != "random"), prompt,
-                                             upright=orientation != "random")
+                ok, reasons = judge(cloud[:, :3], prompt, upright=orientation != "random")
                 verdicts.append({"ok": ok, "reasons": reasons})
             hits = sum(v["ok"] for v in verdicts)
             correct += hits
             record["prompts"][prompt] = {"group": group, "correct": hits / per_prompt,
                                          "failures": [v["reasons"] for v in verdicts if not v["ok"]][:3]}
             all_generated.append(clouds[:, :, :3])
-            all_reference.append(reference_clouds(prompt, per_prompt, points=points, seed=10_000 + k,
-                                                  orientation=orientation))
+            if clouds_out is not None:
+                clouds_out[prompt] = clouds
+            all_reference.append(world_reference(prompt, per_prompt, points=points, seed=10_000 + k,
+                                                 orientation=orientation))
             if log:
                 log(f"{group:8s} {prompt!r}: {hits}/{per_prompt} correct")
         record[f"correct_{group}"] = correct / (per_prompt * len(names)) if names else None

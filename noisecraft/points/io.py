@@ -1,5 +1,6 @@
 """Writing generated clouds: PLY (points, normals, parameters in header comments), a reconstructed mesh (GLB or
-OBJ), a three-view PNG (matplotlib) and a turntable GIF (imageio). Everything is byte-deterministic for the same
+OBJ), a three-view PNG (matplotlib) and a turntable GIF (imageio), each carrying the parameters and seed.
+Everything is byte-deterministic for the same
 input (no timestamps), so the same request and seed give the same files.
 
 Mesh reconstruction: an **alpha shape** of the points (Edelsbrunner & Muecke 1994), computed from scipy's Delaunay
@@ -147,13 +148,22 @@ def alpha_shape(points: np.ndarray, alpha: float | None = None) -> tuple[np.ndar
     return points[used], remap[faces], record
 
 
-def mesh_bytes(vertices: np.ndarray, faces: np.ndarray, fmt: str = "glb") -> bytes:
-    """The mesh as GLB (binary glTF) or OBJ bytes, through trimesh."""
+def mesh_bytes(vertices: np.ndarray, faces: np.ndarray, fmt: str = "glb",
+               parameters: dict[str, Any] | None = None) -> bytes:
+    """The mesh as GLB (binary glTF; ``parameters`` in the scene's ``extras`` under "noisecraft") or OBJ bytes
+    (``parameters`` as a first ``# noisecraft {json}`` comment line), through trimesh."""
     import trimesh
 
+    if fmt not in ("glb", "obj"):
+        raise ValueError(f"mesh format must be glb or obj, got {fmt!r}")
     mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
-    data = mesh.export(file_type="obj" if fmt == "obj" else "glb")
-    return data.encode() if isinstance(data, str) else data
+    if fmt == "obj":
+        header = f"# noisecraft {_json(parameters)}\n" if parameters else ""
+        return (header + mesh.export(file_type="obj")).encode()
+    scene = trimesh.Scene(mesh)
+    if parameters:
+        scene.metadata["noisecraft"] = json.loads(_json(parameters))
+    return scene.export(file_type="glb")
 
 
 VIEWS = (("front (x, z)", 0, 2), ("side (y, z)", 1, 2), ("top (x, y)", 0, 1))
@@ -202,15 +212,18 @@ def render_points(cloud: np.ndarray, angle: float, size: int = 128, elevation: f
     return image
 
 
-def turntable_gif(clouds: list[np.ndarray], frames: int = 24, size: int = 128) -> bytes:
-    """A looping GIF turning every cloud (side by side) once about the vertical axis."""
+def turntable_gif(clouds: list[np.ndarray], frames: int = 24, size: int = 128,
+                  parameters: dict[str, Any] | None = None) -> bytes:
+    """A looping GIF turning every cloud (side by side) once about the vertical axis; ``parameters`` go in the
+    GIF's comment extension (JSON)."""
     import imageio.v3 as iio
 
     images = []
     for k in range(frames):
         angle = 2 * np.pi * k / frames
         images.append(np.concatenate([render_points(cloud, angle, size) for cloud in clouds], axis=1))
-    return iio.imwrite("<bytes>", np.stack(images), extension=".gif", duration=80, loop=0)
+    extra = {"comment": _json(parameters).encode()} if parameters else {}
+    return iio.imwrite("<bytes>", np.stack(images), extension=".gif", duration=80, loop=0, **extra)
 
 
 def write(path: Path, data: bytes) -> Path:

@@ -26,7 +26,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 
 def normalize_clouds(clouds: np.ndarray, mode: str = "unit_sphere") -> np.ndarray:
@@ -60,16 +59,27 @@ def emd(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def pairwise(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
-    """``[len(a), len(b)]`` matrix of CD or EMD between the clouds of ``a`` and ``b``."""
-    if metric == "cd":
-        ta, tb = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    """``[len(a), len(b)]`` matrix of CD or EMD between the clouds of ``a`` and ``b`` (``b is a``: the symmetric
+    matrix of a set with itself, each pair computed once)."""
+    symmetric = b is a
+    if metric == "cd":  # exact nearest neighbours from k-d trees (one per cloud), far faster than N x N matrices
+        from scipy.spatial import cKDTree
+
+        trees_a = [cKDTree(x) for x in a]
+        trees_b = trees_a if symmetric else [cKDTree(y) for y in b]
         out = np.zeros((len(a), len(b)))
-        for i in range(len(a)):
-            d = torch.cdist(ta[i].expand(len(b), -1, -1), tb).square()
-            out[i] = (d.min(2).values.mean(1) + d.min(1).values.mean(1)).numpy()
-        return out
+        for i, x in enumerate(a):
+            for j in range(i if symmetric else 0, len(b)):
+                there = trees_b[j].query(x)[0]
+                back = trees_a[i].query(b[j])[0]
+                out[i, j] = np.mean(there**2) + np.mean(back**2)
+        return np.triu(out) + np.triu(out, 1).T if symmetric else out
     if metric == "emd":
-        return np.array([[emd(x, y) for y in b] for x in a])
+        out = np.zeros((len(a), len(b)))
+        for i, x in enumerate(a):
+            for j in range(i if symmetric else 0, len(b)):
+                out[i, j] = emd(x, b[j])
+        return np.triu(out) + np.triu(out, 1).T if symmetric else out
     raise ValueError(f"metric must be cd or emd, got {metric!r}")
 
 
@@ -103,7 +113,7 @@ def evaluate(generated: np.ndarray, reference: np.ndarray, *, metrics: tuple[str
     out: dict[str, Any] = {"generated": len(s), "reference": len(r), "points": int(s.shape[1]),
                            "normalize": normalize}
     for metric in metrics:
-        d_sr, d_ss, d_rr = pairwise(s, r, metric), pairwise(s, s, metric), pairwise(r, r, metric)
+        d_sr, d_ss, d_rr = pairwise(s, r, metric), pairwise(s, s, metric), pairwise(r, r, metric)  # s, s: symmetric
         name = metric.upper()
         out[f"MMD-{name}"] = mmd(d_sr)
         out[f"COV-{name}"] = coverage(d_sr)

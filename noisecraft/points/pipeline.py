@@ -7,7 +7,9 @@ noise draw have zero centre of mass (the world's clouds are centred), and the fi
 ``save_outputs`` writes, per cloud, ``cloud_XXXX.ply`` (points, normals when the model predicts them, the
 parameters as a header comment) and with ``mesh`` ``mesh_XXXX.glb`` (an alpha shape, see
 :mod:`noisecraft.points.io`); for the batch ``views.png`` (front, side and top views), ``turntable.gif`` and
-``generation.json`` (parameters, per-cloud seeds, files, reconstruction method and the analyser's verdict).
+``generation.json`` (parameters, per-cloud seeds, files, reconstruction method and the analyser's verdict); with
+``mesh_format="obj"`` the meshes are ``mesh_XXXX.obj``. Every file carries the parameters (PLY header comment, GLB
+extras, OBJ comment, PNG text chunk, GIF comment).
 """
 
 from __future__ import annotations
@@ -188,7 +190,8 @@ class PointsPipeline(Pipeline):
             Param("guidance", "float", 2.0 if self.conditioned else 1.0,
                   "Classifier-free guidance scale (1 = plain conditional; needs a prompt).", 0.0, 30.0),
             Param("sampler", "choice", "heun", "Sampler (k-diffusion names).", choices=tuple(SAMPLERS)),
-            Param("mesh", "bool", False, "Also reconstruct a mesh from each cloud (alpha shape, GLB)."),
+            Param("mesh", "bool", False, "Also reconstruct a mesh from each cloud (alpha shape)."),
+            Param("mesh_format", "choice", "glb", "File format of the meshes.", choices=("glb", "obj")),
         ]
 
     def _conditioned(self, prompt: str | None, n: int, guidance: float) -> tuple[Callable, int, dict[str, Any]]:
@@ -201,8 +204,13 @@ class PointsPipeline(Pipeline):
                 return (lambda x, s: self.model(x, s, class_labels=labels)), 1, {}
             return self.model, 1, {}
         if self.spec.text_encoder is not None:
-            from noisecraft.images.text2image import text_guided_denoiser
+            from noisecraft.images.text2image import text_guided_denoiser, unknown_words_message
 
+            # a learned encoder maps unknown words to <unk>: a shape the model never saw would come out as noise
+            unknown = self.model.unknown_words([prompt]) if is_trainable(self.spec.text_encoder) else []
+            if unknown:
+                raise ParameterError("prompt", unknown_words_message(unknown, self.spec.text_encoder.get("vocab"))
+                                     + "; rephrase with those words")
             try:
                 return text_guided_denoiser(self.model, prompt, n, guidance=guidance)
             except ValueError as error:
@@ -243,7 +251,8 @@ class PointsPipeline(Pipeline):
         if self.spec.channels >= 6:
             out[..., 3:6] = torch.nn.functional.normalize(out[..., 3:6], dim=-1)
         record = {"model": self.source, "prompt": prompt, "points": points, "n": n, "steps": steps,
-                  "guidance": guidance if prompt is not None else None, "sampler": sampler, "schedule": "karras", "seed": seed,
+                  "guidance": guidance if prompt is not None else None, "sampler": sampler, "schedule": "karras",
+                  "seed": seed,
                   "nfe": nfe(sampler, steps) * evaluations, **record,
                   "sigma_min": self.diffusion.sigma_min, "sigma_max": self.diffusion.sigma_max,
                   "noisecraft": __version__}
@@ -256,6 +265,8 @@ class PointsPipeline(Pipeline):
                                      steps=params["steps"], guidance=params["guidance"], sampler=params["sampler"],
                                      seed=seed, progress=lambda info: reporter.step(total=info["total"]))
         record["mesh"] = params["mesh"]
+        if params["mesh"]:
+            record["mesh_format"] = params["mesh_format"]
         return Generation(clouds, record)
 
     def save_outputs(self, generation: Generation, out_dir: str | Path) -> list[Path]:
@@ -281,15 +292,18 @@ def save_clouds(clouds: np.ndarray, parameters: dict[str, Any], out_dir: str | P
         item["ply"] = ply.name
         if parameters.get("mesh"):
             vertices, faces, how = pio.alpha_shape(cloud[:, :3])
-            glb = pio.write(out_dir / f"mesh_{i:04d}.glb", pio.mesh_bytes(vertices, faces, "glb"))
-            files.append(glb)
-            item |= {"mesh": glb.name, **how}
+            fmt = parameters.get("mesh_format", "glb")
+            mesh = pio.write(out_dir / f"mesh_{i:04d}.{fmt}",
+                             pio.mesh_bytes(vertices, faces, fmt, parameters | item | how))
+            files.append(mesh)
+            item |= {"mesh": mesh.name, **how}
         if analyses is not None:
             item["analysis"] = analyses[i]
         items.append(item)
     titles = [f"#{i} (seed {parameters['seed'] + i})" for i in range(len(clouds))]
     files.append(pio.write(out_dir / "views.png", pio.views_png([c[:, :3] for c in clouds], titles, parameters)))
-    files.append(pio.write(out_dir / "turntable.gif", pio.turntable_gif([c[:, :3] for c in clouds])))
+    files.append(pio.write(out_dir / "turntable.gif", pio.turntable_gif([c[:, :3] for c in clouds],
+                                                                      parameters=parameters)))
     sidecar = {"parameters": parameters, "clouds": items}
     files.append(pio.write(out_dir / "generation.json",
                            (json.dumps(sidecar, indent=2, sort_keys=True, default=str) + "\n").encode()))
@@ -299,11 +313,18 @@ def save_clouds(clouds: np.ndarray, parameters: dict[str, Any], out_dir: str | P
 def _analyse(clouds: np.ndarray, prompt: str | None) -> list[dict[str, Any]] | None:
     """The analyser's verdict per cloud for prompts of the world's grammar, else None."""
     from noisecraft.points.analyzer import analyze, matches_prompt
+    from noisecraft.points.scenes import analyze_scene, matches_scene, parse_scene
     from noisecraft.points.world import parse_caption
 
     if not prompt or parse_caption(prompt) is None:
         return None
-    out = []
+    out: list[dict[str, Any]] = []
+    if parse_scene(prompt) is not None:
+        for cloud in clouds:
+            parts = analyze_scene(cloud[:, :3])
+            ok, reasons = matches_scene(parts, prompt)
+            out.append({"parts": parts, "matches_prompt": ok, "reasons": reasons})
+        return out
     for cloud in clouds:
         result = analyze(cloud[:, :3])
         ok, reasons = matches_prompt(result, prompt)

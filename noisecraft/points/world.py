@@ -113,7 +113,7 @@ def parse_caption(text: str) -> dict[str, str | None] | None:
 
 def vocabulary() -> list[str]:
     """Every word of the world's captions (the learned text encoder's vocabulary)."""
-    words = {"a", "cube", "ball", *SHAPES, *SIZES}
+    words = {"a", "cube", "ball", "next", "to", *SHAPES, *SIZES}
     words |= {p for props in PROPORTIONS.values() for p in props if p != "plain"}
     return sorted(words)
 
@@ -123,7 +123,8 @@ class WorldConfig:
     """``points`` per cloud; ``normals`` adds unit normals (channels 3-5); ``orientation`` (upright, canonical,
     random); ``held_out``: "shape:proportion" pairs never generated for training (``split="train"``) and the only
     ones of ``split="held_out"``; ``size_word_prob``: how often the caption names the size; ``shapes`` limits the
-    world to some shapes (None: all)."""
+    world to some shapes (None: all); ``scenes``: the fraction of items that are two-part scenes ("a small cone next
+    to a sphere", :mod:`noisecraft.points.scenes`; parts drawn from the split's pairs)."""
 
     points: int = 2048
     normals: bool = False
@@ -132,8 +133,11 @@ class WorldConfig:
     size_word_prob: float = 0.3
     shapes: list[str] | None = None
     jitter: float = 0.1
+    scenes: float = 0.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.scenes, bool) or not isinstance(self.scenes, (int, float)) or not 0 <= self.scenes <= 1:
+            raise ValueError(f"world scenes (the fraction of two-part scenes) must be in [0, 1], got {self.scenes!r}")
         if isinstance(self.points, bool) or not isinstance(self.points, int) or self.points < 1:
             raise ValueError(f"world points must be a positive integer, got {self.points!r}")
         if self.orientation not in ORIENTATIONS:
@@ -291,7 +295,8 @@ class PointsWorld:
     """Map-style data set of world objects: item ``i`` is the same for the same (config, seed, split, i).
 
     Items are dicts: ``points`` (float32 ``[N, 3]`` or ``[N, 6]`` with normals), ``caption``, ``label`` (index in
-    :attr:`class_names`, the "shape:proportion" pairs of the split), ``shape``, ``proportion``, ``size``.
+    :attr:`class_names`, the "shape:proportion" pairs of the split; a scene's: its first part's), ``shape``,
+    ``proportion``, ``size``.
     """
 
     def __init__(self, config: WorldConfig | dict | None = None, *, size: int = 100_000, seed: int = 0,
@@ -311,6 +316,13 @@ class PointsWorld:
             raise IndexError(f"world item {index} of {self.size}")
         rng = _rng(self.seed, index, self.split)
         shape, proportion = self.pairs[index % len(self.pairs)]
+        if self.config.scenes and rng.random() < self.config.scenes:
+            from noisecraft.points.scenes import make_scene
+
+            second = self.pairs[int(rng.integers(len(self.pairs)))]
+            return make_scene((shape, proportion), second, points=self.config.points,
+                              orientation=self.config.orientation, rng=rng,
+                              size_word_prob=self.config.size_word_prob, jitter=self.config.jitter)
         return make_sample(shape, proportion, points=self.config.points, orientation=self.config.orientation,
                            rng=rng, caption_size=bool(rng.random() < self.config.size_word_prob),
                            jitter=self.config.jitter)
@@ -323,6 +335,7 @@ class PointsWorld:
 
     @property
     def captions(self) -> list[str]:
+        """The single-object captions of the split (scenes combine them with "next to")."""
         return sorted({caption(s, p, z) for s, p in self.pairs for z in (None, *SIZES)})
 
 
