@@ -297,9 +297,15 @@ def test_a_full_queue_is_429_with_retry_after(tmp_path, models_dir):
     with TestClient(app) as client:
         first, second = submit(client), submit(client)
         assert (first["position"], second["position"]) == (0, 1)
-        response = client.post("/v1/jobs", json={"model": "stub", "params": {}})
+        checked = []
+        remove = add_check("before", lambda pipeline, params: checked.append(params), modalities=(STUB,))
+        try:
+            response = client.post("/v1/jobs", json={"model": "stub", "params": {}})
+        finally:
+            remove()
         assert response.status_code == 429 and "--max-queue 2" in response.json()["detail"]
         assert int(response.headers["retry-after"]) >= 1
+        assert checked == []  # a full queue answers before the checks: clients retrying cost the workers little
         client.post(f"/v1/jobs/{first['id']}/cancel")
         assert client.get(f"/v1/jobs/{second['id']}").json()["position"] == 0
         assert client.post("/v1/jobs", json={"model": "stub", "params": {}}).status_code == 202

@@ -183,7 +183,12 @@ def test_the_studio_generates_reuses_a_seed_cancels_and_shows_a_refusal(server, 
     find("#token-save").click()
     wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#param-prompt"), what="the model's form")
     assert driver.execute_script("return localStorage.getItem('noisecraft.token')") == TOKEN
-    # the form comes from GET /v1/models: limits on numbers, choices in selects, a checkbox, image uploads
+    # the form comes from GET /v1/models: limits on numbers, choices in selects, a checkbox, image uploads; other
+    # shipped models (points_shapes) may come first: choosing a model rebuilds the form from its parameters
+    from selenium.webdriver.support.ui import Select
+
+    Select(find("#model")).select_by_value("shapes_t2i")
+    wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#param-resize"), what="the text-to-image form")
     assert find("#model").get_attribute("value") == "shapes_t2i"
     assert find("#param-steps").get_attribute("max") == "1000" and find("#param-steps").get_attribute("min") == "1"
     assert "dpmpp_2m" in [o.get_attribute("value") for o in find("#param-sampler").find_elements(By.TAG_NAME, "option")]

@@ -315,6 +315,9 @@ def create_app(config: ServiceConfig | None = None, *, catalogue: Catalogue | No
         """Queue a job; 202 with its id and queue position. Bad parameters are 422 naming the parameter; a
         request refused by a check is 422 with the reason; a full queue is 429 with Retry-After."""
         entry = model_entry(request.model)
+        queued = store.queued_count()
+        if queued >= config.max_queue:  # before the checks: a client retrying a full queue costs the workers little
+            raise ApiError(429, str(QueueFull(config.max_queue, queued)), {"Retry-After": str(_retry_after(queued))})
         pipeline = load_pipeline(request.model)
         stored, checked = _uploads(pipeline, request.params)
         try:

@@ -203,6 +203,10 @@ class JobStore:
                 out.append(job)
         return out
 
+    def queued_count(self) -> int:
+        with self.reader.begin() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(jobs).where(jobs.c.state == "queued")).scalar_one()
+
     def counts(self) -> dict[str, int]:
         with self.reader.begin() as conn:
             rows = conn.execute(sa.select(jobs.c.state, sa.func.count()).group_by(jobs.c.state)).all()

@@ -215,18 +215,25 @@ function makeField(param, big) {
 function setValue(field, value) {
   const {param, input} = field;
   if (param.kind === "image") return;  // uploads are not re-sent from history (the server keeps them privately)
-  if (param.kind === "bool") input.checked = Boolean(value);
-  else if (param.kind === "strings") input.value = value == null ? "" : [].concat(value).join("\n");
-  else input.value = value == null ? "" : String(value);
+  if (param.kind === "bool") input.checked = rawOf(field, value);
+  else input.value = rawOf(field, value);
   field.wrap.classList.remove("invalid");
 }
 
+function rawOf(field, value) {
+  const {kind} = field.param;
+  if (kind === "bool") return Boolean(value);
+  if (kind === "strings") return value == null ? "" : [].concat(value).join("\n");
+  return value == null ? "" : String(value);
+}
+
+// What the user changed (values still at their model's default are left to the next model's defaults).
 function snapshot() {
   const saved = {};
   for (const [name, field] of Object.entries(state.fields)) {
     if (field.param.kind === "image") continue;
-    saved[name] = {kind: field.param.kind,
-                   raw: field.param.kind === "bool" ? field.input.checked : field.input.value};
+    const raw = field.param.kind === "bool" ? field.input.checked : field.input.value;
+    if (raw !== rawOf(field, field.param.default)) saved[name] = {kind: field.param.kind, raw};
   }
   return saved;
 }
@@ -552,6 +559,11 @@ function renderResults(entry) {
       images.append(el("figure", {}, img));
       fetchBlob(result.url).then((blob) => { img.src = URL.createObjectURL(blob); })
         .catch((error) => { img.alt = `${result.name}: ${error.message}`; });
+    } else if (result.media_type.startsWith("video/")) {
+      const video = el("video", {controls: "", loop: "", muted: "", "data-url": result.url, title: result.name});
+      images.append(el("figure", {}, video));
+      fetchBlob(result.url).then((blob) => { video.src = URL.createObjectURL(blob); })
+        .catch((error) => { video.title = `${result.name}: ${error.message}`; });
     } else if (TEXT_TYPES.test(result.media_type)) {
       const pre = el("pre", {class: "text", "data-url": result.url, text: "loading…"});
       texts.append(pre);
