@@ -5,14 +5,16 @@
 
     self-attention over the points (``F.scaled_dot_product_attention``; no positional encoding, so permuting the
     input points permutes the output the same way: F(P x) = P F(x) for every permutation P) -- or, with
-    ``mixer="pool"``, the PointNet / DeepSets-style ablation: every point gets ``W [h_i, max_j h_j]`` (a global
-    max-pooled feature, O(N) instead of O(N^2); benchmarks/points/compare.py measures the two at equal time),
+    ``mixer="pool"``, the PointNet / DeepSets-style ablation: every point gets ``W_o GELU(W_l h_i + max_j W_g h_j)``
+    (a global max-pooled feature, O(N) instead of O(N^2); benchmarks/points/compare.py measures the two at equal
+    steps),
     cross-attention to condition tokens ``context [B, T, context_dim]`` (``context_mask [B, T]``, True = real token;
     a learned null token is always present, so a fully masked context, the "no text" condition of classifier-free
     guidance, is well defined),
     an MLP,
 
-each modulated by adaLN-zero (DiT, Peebles & Xie 2023) from ``c = MLP(sinusoids(c_noise)) + E[class] + W pool(context)``.
+each modulated by adaLN-zero (DiT, Peebles & Xie 2023) from
+``c = MLP(sinusoids(c_noise)) + E[class] + W pool(context)``.
 The class table has a null row (index ``num_classes``: "no label"), the null condition of classifier-free guidance.
 The output layer is zero-initialised, so a new network predicts F = 0.
 """
@@ -115,7 +117,7 @@ class PointBlock(nn.Module):
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(c)).chunk(6, dim=-1)
         batch, length, dim = x.shape
         h = _modulate(self.norm1(x), shift1, scale1)
-        if self.pool:  # W_local h_i + W_global max_j h_j: the same for any order of the points
+        if self.pool:  # W_l h_i + max_j W_g h_j: the max is the same for any order of the points
             local, pooled = self.qkv(h).chunk(2, dim=-1)
             x = x + gate1[:, None] * self.proj(F.gelu(local + pooled.max(dim=1, keepdim=True).values))
         else:

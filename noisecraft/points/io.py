@@ -27,7 +27,8 @@ def _json(parameters: dict[str, Any]) -> str:
     return json.dumps(parameters, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def ply_bytes(points: np.ndarray, normals: np.ndarray | None = None, *, comments: dict[str, Any] | None = None) -> bytes:
+def ply_bytes(points: np.ndarray, normals: np.ndarray | None = None, *,
+              comments: dict[str, Any] | None = None) -> bytes:
     """A binary little-endian PLY of ``points [N, 3]`` (and ``normals [N, 3]``); ``comments`` go in the header as
     one ``comment noisecraft {json}`` line (PLY comments are free text, one line each)."""
     points = np.asarray(points, dtype="<f4")
