@@ -62,3 +62,13 @@ def test_reference_scenes_and_prompts():
     assert scene_prompts(None) == [] and len(scene_prompts({"scenes": 0.2}, count=4)) == 4
     with pytest.raises(ValueError, match="two-part"):
         reference_scenes("a cube", 1)
+
+
+def test_correctness_by_shape_averages_each_groups_prompts():
+    from noisecraft.points.evaluate import by_shape
+
+    prompts = {"a cube": {"group": "seen", "correct": 0.0}, "a flat box": {"group": "seen", "correct": 0.5},
+               "a torus": {"group": "seen", "correct": 1.0}, "a tall cone": {"group": "held_out", "correct": 0.25},
+               "a small cone next to a sphere": {"group": "scenes", "correct": 0.5}}
+    assert by_shape(prompts) == {"seen": {"box": 0.25, "torus": 1.0}, "held_out": {"cone": 0.25},
+                                 "scenes": {"cone": 0.5}}
