@@ -44,7 +44,7 @@ FAILURES = FRAME_FAILURES + MOTION_FAILURES + IDENTITY_FAILURES
 
 @dataclass(frozen=True)
 class ObjectMotion:
-    """A prompted object's measured motion (``None`` if it was seen in fewer than two frames)."""
+    """A prompted object's measured motion (``None`` if it was seen in fewer than two frames) and its path."""
 
     colour: str
     shape: str
@@ -54,6 +54,7 @@ class ObjectMotion:
     displacement: tuple[float, float] | None
     growth: float | None
     frames_seen: int
+    path: tuple[tuple[float, float, float], ...] = ()  # (x, y, area) in each frame it was seen
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,9 @@ def score_clip(frames: Sequence, spec: VideoPromptSpec) -> ClipVerdict:
         displacement = (last.centroid[0] - first.centroid[0], last.centroid[1] - first.centroid[1])
         growth = float(np.sqrt(last.area / first.area))
         measured, monotone = classify_motion(displacement, growth), _monotone(want.motion, track)
+        path = tuple((round(o.centroid[0], 4), round(o.centroid[1], 4), round(o.area, 5)) for o in track)
         motions.append(ObjectMotion(want.colour, want.shape, want.motion, measured, monotone, displacement, growth,
-                                    len(track)))
+                                    len(track), path))
         if measured != want.motion:
             reasons.add(_motion_failure(want.motion, measured))
         elif not monotone:
@@ -263,7 +265,8 @@ def evaluate_model(pipeline, model_dir, *, prompts: int = 24, per_prompt: int = 
         clips = [list(clip) for clip in generation.items]
         if not clips:
             raise ValueError(f"the pipeline returned no clips for {prompt.text!r} ({'; '.join(generation.notes)})")
-        parameters = parameters or {k: v for k, v in generation.parameters.items() if k not in ("prompt", "batch")}
+        parameters = dict(generation.parameters) if parameters is None else {  # what every prompt shared
+            key: value for key, value in parameters.items() if generation.parameters.get(key) == value}
         length, resolution = len(clips[0]), clips[0][0].size[0]
         references += [f for _, f in reference_clips(prompt, per_prompt, length, 10_000 + k, resolution)]
         world_sample += [f for _, f in reference_clips(prompt, per_prompt, length, 20_000 + k, resolution)]
