@@ -66,6 +66,8 @@ def ground_truth(prompts: int, per_prompt: int, frames: int, seed: int) -> dict:
         clips = [[corrupt(clip, f, 100 * k + i) for i, (clip, f) in enumerate(group)] for k, group in enumerate(truth)]
         result = evaluate_clips(prompt_set, clips)
         result["fd_msc"] = fd_msc([c for group in clips for c in group], references, classifier)
+        for entry in result["per_prompt"].values():  # keep the record small: per-clip details only for models
+            del entry["clips"]
         record[name] = result
         print(f"== {name}\n{format_table(result)}\n", flush=True)
     return record
