@@ -73,6 +73,9 @@ def main(argv=None) -> None:
     held = held_out_clips(args.test_clips // 2, args.frames, world)
     if args.cache is not None and args.cache.is_file():  # rendering is a pure function of the clips above
         train_px, test_px, held_px = torch.load(args.cache)
+        if (len(train_px), len(test_px), len(held_px), train_px.shape[2]) != (len(train), len(test), len(held),
+                                                                              args.frames):
+            raise ValueError(f"{args.cache} holds clips of other settings; delete it or pass another --cache")
     else:
         train_px, test_px, held_px = render_set(train), render_set(test), render_set(held)
         if args.cache is not None:
