@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parameterizations", nargs="+", default=["edm", "eps", "v"])
-    parser.add_argument("--train-steps", nargs="+", type=int, default=[300, 1500])
+    parser.add_argument("--train-steps", nargs="+", type=int, default=[200, 1000])
     parser.add_argument("--resolution", type=int, default=8)
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--batch-size", type=int, default=64)
