@@ -436,8 +436,8 @@ class ImagePipeline(Pipeline):
                               ) -> tuple[Callable, int, dict[str, Any]]:
         """``(denoiser(x, sigma), network evaluations per call, metadata)`` for labels, a prompt or neither."""
         model = self.model
-        if getattr(getattr(self.model.net, "config", None), "guidance_embedding", False):  # a distilled student's guidance input
-            model = _WithGuidance(self.model, guidance)
+        if getattr(getattr(self.model.net, "config", None), "guidance_embedding", False):
+            model = _WithGuidance(self.model, guidance)  # a distilled student: the scale is also a network input
         if self.spec.text_encoder is not None:
             if labels is not None:
                 raise ValueError("this is a text-to-image model: pass a prompt, not class labels")
