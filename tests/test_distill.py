@@ -151,6 +151,8 @@ def test_same_seed_same_student_bits_and_resume(teacher, tmp_path):
     assert json.loads((first / "config.json").read_text())["step"] == 3
     with pytest.raises(FileExistsError, match="--resume"):
         distill(teacher, tmp_path / "a", **options)
+    with pytest.raises(ValueError, match="keeps its stored settings"):
+        distill(teacher, tmp_path / "a", steps=5, resume=True, lr=1.0)
 
 
 def test_student_folder_loads_and_samples_one_to_four_steps(teacher, tmp_path):

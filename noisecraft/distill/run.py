@@ -118,6 +118,9 @@ def distill(teacher: str | Path, out_dir: str | Path, *, method: str = "consiste
     if resume:
         if not settings_path.is_file():
             raise FileNotFoundError(f"cannot resume: {out_dir} holds no {SETTINGS_FILE}; start without --resume")
+        if settings:
+            raise ValueError(f"a resumed distillation keeps its stored settings ({out_dir / SETTINGS_FILE}); give "
+                             f"only the budget (steps / minutes), not {', '.join(sorted(settings))}")
         config = DistillConfig.from_dict(json.loads(settings_path.read_text()))
     else:
         if settings_path.exists() or latest_checkpoint(out_dir) is not None:

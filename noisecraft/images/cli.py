@@ -137,12 +137,20 @@ def sample(
     ema: Annotated[bool, typer.Option("--ema/--raw-weights", help="Sample with the EMA weights (default) or the "
                                                                   "raw trained weights.")] = True,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="Run the network's convolutions in NHWC "
+                                                "memory format (~1.2x faster on this project's CPU; pixels within one "
+                                                "level of the default's; deterministic).")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the network: ~1.5x faster sampling, same "
+                                          "bits, but the first call compiles for minutes on a CPU.")] = False,
 ) -> None:
     """Generate images from a trained model; every PNG records its full parameters and seed."""
     from noisecraft.images.cli_text import saved_message
     from noisecraft.images.pipeline import ImagePipeline
 
-    pipeline = ImagePipeline.load(model, use_ema=ema, device=device)
+    from noisecraft.images.speed import speed_up
+
+    pipeline = speed_up(ImagePipeline.load(model, use_ema=ema, device=device), channels_last=channels_last,
+                        compile=compile)
     if pipeline.spec.text_encoder is not None:
         raise ValueError(f"{model} is a text-to-image model: draw with `noisecraft generate PROMPT --model {model}`")
     chosen = {key: value for key, value in (("steps", steps), ("sampler", sampler), ("schedule", schedule))

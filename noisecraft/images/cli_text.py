@@ -80,6 +80,11 @@ def generate(
     resize: Annotated[bool, typer.Option(help="Scale and centre-crop --init-image/--mask to the model's size "
                                               "instead of refusing other sizes.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="Run the network's convolutions in NHWC "
+                                                "memory format (~1.2x faster on this project's CPU; pixels within one "
+                                                "level of the default's; deterministic).")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the network: ~1.5x faster sampling, same "
+                                          "bits, but the first call compiles for minutes on a CPU.")] = False,
 ) -> None:
     """Generate images from a text prompt (default model: shapes world, 32x32, runs in seconds on a CPU)."""
     from noisecraft.cli_common import prepare_output_folder, progress_bar
@@ -90,7 +95,9 @@ def generate(
         raise ValueError("--mask needs --init-image (the picture to inpaint)")
     if strength is not None and init_image is None:
         raise ValueError("--strength says how much of --init-image to redraw: pass --init-image too")
-    pipeline = load_text_model(model, device)
+    from noisecraft.images.speed import speed_up
+
+    pipeline = speed_up(load_text_model(model, device), channels_last=channels_last, compile=compile)
     params = {"n": batch, "prompt": prompt, "negative_prompt": negative, "guidance": guidance, "init_image": init_image,
               "mask": mask, "strength": strength, "resize": resize}
     params |= {key: value for key, value in (("steps", steps), ("sampler", sampler), ("schedule", schedule))
