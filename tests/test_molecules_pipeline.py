@@ -132,6 +132,7 @@ def test_selfies_model_samples_valid_molecules(tmp_path):
     generation = noisecraft.load(tmp_path / "sf").generate({"n": 4, "steps": 4}, seed=0)
     assert generation.parameters["representation"] == "selfies"
     assert sum(bool(row["smiles"]) for row in generation.items) >= 3  # SELFIES decode to molecules
+    assert not any(row["reason"].startswith("empty") for row in generation.items)  # <eos> never comes first
 
 
 def test_conditioning_moves_the_property_the_requested_way(tmp_path):

@@ -123,7 +123,12 @@ def run_noisecraft(train: list[str], representation: str, args, out_dir: Path) -
         trainer_module.time = ProcessClock()
         config["minutes"] = args.cpu_minutes
     start, cpu = time.perf_counter(), time.process_time()
-    result = train_on_molecules(MoleculeSet(train, [], {"source": "benchmark subset"}), config, progress=False)
+    if args.reuse and (folder / "model.safetensors").is_file():  # sample and score an already trained model again
+        from noisecraft.training.checkpoint import read_config
+
+        result = types.SimpleNamespace(step=read_config(folder).get("step"))
+    else:
+        result = train_on_molecules(MoleculeSet(train, [], {"source": "benchmark subset"}), config, progress=False)
     train_s, train_cpu_s = time.perf_counter() - start, time.process_time() - cpu
     pipeline = noisecraft.load(folder, device=args.device)
     steps = {"steps": args.sample_steps} if args.sample_steps else {}
@@ -233,6 +238,8 @@ def main() -> None:
     parser.add_argument("--systems", default="ceiling,smiles,selfies,charrnn")
     parser.add_argument("--fcd", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse", action="store_true",
+                        help="noisecraft systems: sample the model already trained in the output folder again")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/out/molecules/results.jsonl")

@@ -37,7 +37,7 @@ from noisecraft.protocol import Generation, Param, ParameterError, Pipeline, Ste
 from noisecraft.training.checkpoint import atomic_write_bytes, load_weights, read_config, resolve_model_dir
 
 from .filters import alerts, flagged, parse_forbidden
-from .scaffold import SymbolsOnly, decorate, plan_scaffold
+from .scaffold import BannedTokens, decorate, plan_scaffold
 from .properties import PROPERTIES, REPORTED, Normalizer, parse_target
 from .tokenizers import TOKENIZER_FILE, MoleculeTokenizer, load_tokenizer
 
@@ -232,14 +232,15 @@ class MoleculePipeline(Pipeline):
         length = int(self.spec.max_length)
         ids = {"mask": self.spec.mask_id, "eos": self.tokenizer.eos_id, "pad": self.tokenizer.pad_id}
         scaffold_counts = {"valid": 0, "kept": 0}
-        symbols_only = SymbolsOnly(self.model, [ids["eos"], ids["pad"]])
+        ends = [ids["eos"], ids["pad"]]
+        models = {False: BannedTokens(self.model, ends, slice(0, 1)), True: BannedTokens(self.model, ends)}
         for attempt in range(tries):
             offset = attempt * steps
             round_seed = seed if attempt == 0 else (seed * 1_000_003 + attempt) % 2**63
 
             def draw(count, template=None, draw_seed=round_seed, o=offset):
                 return generate_tokens(
-                    self.model if template is None else symbols_only, count, length, steps=steps, seed=draw_seed, template=template,
+                    models[template is not None], count, length, steps=steps, seed=draw_seed, template=template,
                     temperature=params["temperature"], top_p=params["top_p"], guidance=params["guidance"],
                     cond=plan["cond"], device=self.device,
                     progress=lambda done, total: reporter.step(max(0, o + done - reporter.done), total=o + total))

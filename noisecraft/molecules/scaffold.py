@@ -78,19 +78,20 @@ def template(plan: ScaffoldPlan, sizes: tuple[int, ...], length: int, mask_id: i
     return torch.tensor(ids + [pad_id] * (length - len(ids)), dtype=torch.long)
 
 
-class SymbolsOnly(torch.nn.Module):
-    """The diffusion model with ``<eos>`` and ``<pad>`` made (almost) impossible: every masked position of a
-    decoration template lies inside the molecule, and one of them would end the string early. A large negative
-    logit rather than -inf keeps classifier-free guidance's log-probability differences finite."""
+class BannedTokens(torch.nn.Module):
+    """The diffusion model with ``<eos>`` and ``<pad>`` made (almost) impossible at ``positions``: everywhere for a
+    decoration template (every masked position lies inside the molecule, and an end token would cut it short), at
+    the first position for free sampling (the empty string is no molecule and never a training example). A large
+    negative logit rather than -inf keeps classifier-free guidance's log-probability differences finite."""
 
-    def __init__(self, model: torch.nn.Module, banned: list[int]):
+    def __init__(self, model: torch.nn.Module, banned: list[int], positions: slice = slice(None)):
         super().__init__()
-        self.inner, self.spec, self.banned = model, model.spec, banned
+        self.inner, self.spec, self.banned, self.positions = model, model.spec, banned, positions
         self.time_independent = bool(getattr(model, "time_independent", False))
 
     def logits(self, x: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
         out = self.inner.logits(x, t, **kwargs).clone()
-        out[..., self.banned] = -1e9
+        out[:, self.positions, self.banned] = -1e9
         return out
 
 
