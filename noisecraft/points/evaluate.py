@@ -13,7 +13,7 @@ import numpy as np
 from noisecraft.points.analyzer import analyze, matches_prompt
 from noisecraft.points.metrics import evaluate
 from noisecraft.points.scenes import analyze_scene, matches_scene, parse_scene, reference_scenes, scene_caption
-from noisecraft.points.world import WorldConfig, caption, parse_caption, reference_clouds
+from noisecraft.points.world import WorldConfig, _rng, caption, make_sample, parse_caption
 
 
 def world_prompts(world: dict | None) -> tuple[list[str], list[str]]:
@@ -38,6 +38,21 @@ def judge(cloud: np.ndarray, prompt: str, *, upright: bool = True) -> tuple[bool
     if parse_scene(prompt) is not None:
         return matches_scene(analyze_scene(cloud, upright=upright), prompt)
     return matches_prompt(analyze(cloud, upright=upright), prompt, upright=upright)
+
+
+def reference_clouds(prompt: str, count: int, *, points: int = 2048, seed: int = 1234,
+                     orientation: str = "upright") -> np.ndarray:
+    """``count`` world clouds ``[count, points, 3]`` of what ``prompt`` asks for (shape, proportion, size when
+    named, else either): the reference set that generated clouds of that prompt are measured against."""
+    parsed = parse_caption(prompt)
+    if parsed is None:
+        raise ValueError(f"{prompt!r} names no shape of the points world")
+    clouds = []
+    for i in range(count):
+        rng = _rng(seed, i, prompt)
+        clouds.append(make_sample(parsed["shape"], parsed["proportion"], points=points, size=parsed["size"],
+                                  orientation=orientation, rng=rng).points)
+    return np.stack(clouds)
 
 
 def world_reference(prompt: str, count: int, *, points: int, seed: int, orientation: str) -> np.ndarray:

@@ -1,4 +1,6 @@
-"""Two-part scenes of the points world (the issue's second stage): "a small cone next to a sphere".
+"""Two-part scenes of the points world (the issue's second stage): "a small cone next to a sphere". Making one
+(:func:`make_scene`, :func:`scene_caption`) lives in :mod:`noisecraft.points.world`, which mixes scenes into its
+data; this module reads them: prompts, reference sets and the analyser's side.
 
 A scene is two world objects (:func:`noisecraft.points.world.make_sample`) side by side. Each part has a relative
 size, ``"small"`` (radius 0.55 of the other's) or ``"large"`` (both the same); a caption names a part's size only when
@@ -15,22 +17,13 @@ A scene matches its prompt when the two parts match the two asked-for objects in
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-from noisecraft.points.world import WorldSample, caption, make_sample, parse_caption
+from noisecraft.points.world import GAP, RELATION, SMALL_FACTOR, make_scene, parse_caption, scene_caption
 
-RELATION = " next to "
-SMALL_FACTOR = 0.55   # a small part's radius relative to the other part's
-GAP = 0.15            # the gap between the parts' bounding spheres, as a fraction of the larger radius
 SMALL_BELOW = 0.75    # the analyser: a part is small below this fraction of the other part's radius
-
-
-def scene_caption(first: tuple[str, str, str | None], second: tuple[str, str, str | None]) -> str:
-    """``("cone", "plain", "small"), ("sphere", "plain", None)`` -> ``"a small cone next to a sphere"``."""
-    return caption(*first) + RELATION + caption(*second)
 
 
 def parse_scene(text: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -42,36 +35,6 @@ def parse_scene(text: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     left, right = lowered.split(RELATION, 1)
     parts = parse_caption(left), parse_caption(right)
     return None if None in parts else (parts[0], parts[1])
-
-
-def make_scene(first: tuple[str, str], second: tuple[str, str], *, points: int = 2048, orientation: str = "upright",
-               rng: np.random.Generator, size_word_prob: float = 0.3, jitter: float = 0.1,
-               small: int | None = None) -> WorldSample:
-    """A two-part scene (see the module docstring); ``shape``/``proportion`` of the result are the first part's,
-    ``caption`` names both. ``size`` is the first part's relative size. ``small``: which part is the small one
-    (0 or 1; 2: the same size; None: drawn)."""
-    drawn = int(rng.integers(0, 3))
-    small = drawn if small is None else small
-    sizes = ("small" if small == 0 else "large", "small" if small == 1 else "large")
-    counts = (points // 2, points - points // 2)
-    parts = []
-    for (shape, proportion), size, count in zip((first, second), sizes, counts):
-        part = make_sample(shape, proportion, points=count, size="large", orientation=orientation, rng=rng,
-                           jitter=jitter)
-        factor = SMALL_FACTOR if size == "small" else 1.0
-        parts.append((part.points * factor, part.normals, part.radius * factor))
-    angle = rng.uniform(0, 2 * math.pi)
-    direction = np.array([math.cos(angle), math.sin(angle), 0.0])
-    (a, na, ra), (b, nb, rb) = parts
-    distance = ra + rb + GAP * max(ra, rb)
-    xyz = np.concatenate([a - direction * distance / 2, b + direction * distance / 2])
-    xyz = xyz - xyz.mean(0)
-    radius = float(rng.uniform(0.9, 1.0))
-    xyz = xyz * (radius / float(np.linalg.norm(xyz, axis=1).max()))
-    words = [size if size == "small" and rng.random() < size_word_prob else None for size in sizes]
-    text = scene_caption((*first, words[0]), (*second, words[1]))
-    return WorldSample(xyz.astype(np.float32), np.concatenate([na, nb]).astype(np.float32), first[0], first[1],
-                       sizes[0], radius, text)
 
 
 def reference_scenes(prompt: str, count: int, *, points: int = 2048, seed: int = 1234,
@@ -148,5 +111,5 @@ def matches_scene(parts: list[dict[str, Any]], prompt: str) -> tuple[bool, list[
     return not best, best
 
 
-__all__ = ["RELATION", "analyze_scene", "make_scene", "matches_scene", "parse_scene", "reference_scenes",
-           "scene_caption", "split_parts"]
+__all__ = ["GAP", "RELATION", "SMALL_FACTOR", "analyze_scene", "make_scene", "matches_scene", "parse_scene",
+           "reference_scenes", "scene_caption", "split_parts"]

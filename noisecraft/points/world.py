@@ -21,7 +21,8 @@ capsule     plain: radius 0.5, half length 1; tall: r 0.3, half length 1; wide: 
 ==========  ==============================================================================================
 
 Held out by default (never in the training set, asked for at evaluation): "a tall cone", "a wide capsule",
-"a flat sphere": every word of them is seen, in other combinations.
+"a flat sphere": every word of them is seen, in other combinations. ``WorldConfig.scenes`` mixes in two-part scenes
+("a small cone next to a sphere", :func:`make_scene`; read by :mod:`noisecraft.points.scenes`).
 """
 
 from __future__ import annotations
@@ -317,8 +318,6 @@ class PointsWorld:
         rng = _rng(self.seed, index, self.split)
         shape, proportion = self.pairs[index % len(self.pairs)]
         if self.config.scenes and rng.random() < self.config.scenes:
-            from noisecraft.points.scenes import make_scene
-
             second = self.pairs[int(rng.integers(len(self.pairs)))]
             return make_scene((shape, proportion), second, points=self.config.points,
                               orientation=self.config.orientation, rng=rng,
@@ -339,16 +338,42 @@ class PointsWorld:
         return sorted({caption(s, p, z) for s, p in self.pairs for z in (None, *SIZES)})
 
 
-def reference_clouds(prompt: str, count: int, *, points: int = 2048, seed: int = 1234,
-                     orientation: str = "upright") -> np.ndarray:
-    """``count`` world clouds ``[count, points, 3]`` of what ``prompt`` asks for (shape, proportion, size when
-    named, else either): the reference set that generated clouds of that prompt are measured against."""
-    parsed = parse_caption(prompt)
-    if parsed is None:
-        raise ValueError(f"{prompt!r} names no shape of the points world")
-    clouds = []
-    for i in range(count):
-        rng = _rng(seed, i, prompt)
-        clouds.append(make_sample(parsed["shape"], parsed["proportion"], points=points, size=parsed["size"],
-                                  orientation=orientation, rng=rng).points)
-    return np.stack(clouds)
+# Two-part scenes (read by noisecraft.points.scenes: prompts, references, analysis).
+RELATION = " next to "
+SMALL_FACTOR = 0.55   # a small part's radius relative to the other part's
+GAP = 0.15            # the gap between the parts' bounding spheres, as a fraction of the larger radius
+
+
+def scene_caption(first: tuple[str, str, str | None], second: tuple[str, str, str | None]) -> str:
+    """``("cone", "plain", "small"), ("sphere", "plain", None)`` -> ``"a small cone next to a sphere"``."""
+    return caption(*first) + RELATION + caption(*second)
+
+
+def make_scene(first: tuple[str, str], second: tuple[str, str], *, points: int = 2048, orientation: str = "upright",
+               rng: np.random.Generator, size_word_prob: float = 0.3, jitter: float = 0.1,
+               small: int | None = None) -> WorldSample:
+    """A two-part scene (see :mod:`noisecraft.points.scenes`); ``shape``/``proportion`` of the result are the first
+    part's, ``caption`` names both. ``size`` is the first part's relative size. ``small``: which part is the small one
+    (0 or 1; 2: the same size; None: drawn)."""
+    drawn = int(rng.integers(0, 3))
+    small = drawn if small is None else small
+    sizes = ("small" if small == 0 else "large", "small" if small == 1 else "large")
+    counts = (points // 2, points - points // 2)
+    parts = []
+    for (shape, proportion), size, count in zip((first, second), sizes, counts):
+        part = make_sample(shape, proportion, points=count, size="large", orientation=orientation, rng=rng,
+                           jitter=jitter)
+        factor = SMALL_FACTOR if size == "small" else 1.0
+        parts.append((part.points * factor, part.normals, part.radius * factor))
+    angle = rng.uniform(0, 2 * math.pi)
+    direction = np.array([math.cos(angle), math.sin(angle), 0.0])
+    (a, na, ra), (b, nb, rb) = parts
+    distance = ra + rb + GAP * max(ra, rb)
+    xyz = np.concatenate([a - direction * distance / 2, b + direction * distance / 2])
+    xyz = xyz - xyz.mean(0)
+    radius = float(rng.uniform(0.9, 1.0))
+    xyz = xyz * (radius / float(np.linalg.norm(xyz, axis=1).max()))
+    words = [size if size == "small" and rng.random() < size_word_prob else None for size in sizes]
+    text = scene_caption((*first, words[0]), (*second, words[1]))
+    return WorldSample(xyz.astype(np.float32), np.concatenate([na, nb]).astype(np.float32), first[0], first[1],
+                       sizes[0], radius, text)
