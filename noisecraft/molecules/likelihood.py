@@ -31,9 +31,10 @@ def score_model(model_dir: Path, data: str, *, limit: int | None = 256, batch_si
     pipeline = MoleculePipeline.load(model_dir, device=device)
     molecules = read_molecules(data, limit=limit)
     tokenizer, length = pipeline.tokenizer, int(pipeline.spec.max_length)
-    rows, _, dropped = encode_all(tokenizer, molecules.smiles, length)
+    smiles = molecules.smiles[:limit] if limit else molecules.smiles  # MOSES names ignore read_molecules' limit
+    rows, _, dropped = encode_all(tokenizer, smiles, length)
     if not rows:
-        raise ValueError(f"none of the {len(molecules.smiles)} molecules of {data} fits this model (at most "
+        raise ValueError(f"none of the {len(smiles)} molecules of {data} fits this model (at most "
                          f"{length - 1} tokens of its vocabulary); give molecules like its training set")
     tokens = pad_rows(rows, length, tokenizer.eos_id, tokenizer.pad_id)
     generator = torch.Generator(device=pipeline.device).manual_seed(seed)
