@@ -10,6 +10,7 @@ import hashlib
 import threading
 
 import pytest
+import torch
 
 import noisecraft
 from noisecraft import registry
@@ -156,3 +157,15 @@ def test_checks_run_before_and_after_every_generation(tiny):
     finally:
         remove()
     assert pipeline.generate(request).notes == []
+
+
+def test_training_twice_with_the_same_seed_gives_the_same_weights(tiny, tmp_path):
+    """Network initialisation and training are seeded: a second tiny model trained the same way is bit-identical."""
+    from safetensors.torch import load_file
+
+    modality, folder = tiny
+    again = modality.resolve("tiny_model")(tmp_path / "again")
+    first, second = load_file(folder / "model.safetensors"), load_file(again / "model.safetensors")
+    assert first.keys() == second.keys()
+    different = [name for name in first if not torch.equal(first[name], second[name])]
+    assert not different, f"{modality.name}: {len(different)} tensors differ, e.g. {different[:3]}"

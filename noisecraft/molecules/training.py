@@ -212,6 +212,7 @@ def train_on_molecules(molecules: MoleculeSet, config: dict[str, Any], *, resume
     out_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         tokenizer.save(out_dir)
+    torch.manual_seed(config["seed"])  # network initialisation: the same seed gives the same model
     model = SequenceDiffusionModel(spec)
     loss_fn = make_property_loss(spec, config["property_drop_prob"], len(config["properties"]))
     trainer = Trainer(model, loss_fn, dataset, train_config, out_dir, model_config=spec.to_dict(),

@@ -280,6 +280,7 @@ def fit(data, *, target: str | None = None, schema=None, minutes: float | None =
         "target": target,
         "condition_rate": condition_rate,
     }
+    torch.manual_seed(seed)  # network initialisation: the same seed gives the same model
     denoiser = TabularModel.build_denoiser(model_config)
     always_given = torch.zeros(len(codec.numeric) + len(codec.categorical), dtype=torch.bool)
     if target is not None:

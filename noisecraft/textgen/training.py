@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from noisecraft.training import TrainConfig, Trainer
 from noisecraft.training.checkpoint import latest_checkpoint, read_config
 
@@ -120,6 +122,7 @@ def train_on_corpus(corpus: Corpus, config: dict[str, Any], *, resume: bool = Fa
     out_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         tokenizer.save(out_dir)
+    torch.manual_seed(config["seed"])  # network initialisation: the same seed gives the same model
     model = SequenceDiffusionModel(spec)
     trainer = Trainer(model, make_loss_fn(spec), windows, train_config, out_dir, model_config=spec.to_dict(),
                       collate_fn=windows.collate, progress=progress)
