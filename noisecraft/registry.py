@@ -193,4 +193,5 @@ register(Modality(
     train="noisecraft.video.training:train_video",
     cli="noisecraft.video.cli:app",
     tiny_model="noisecraft.video.training:make_tiny_model",
+    evaluate="noisecraft.video.cli_eval:evaluate_command",
 ))

@@ -51,6 +51,7 @@ def export(run: Path, asset: Path) -> Path:
     half = {k: v.half() if v.is_floating_point() else v for k, v in ema.items()}
     tmp = asset / f".{MODEL_FILE}.tmp"
     safetensors.torch.save_file(half, tmp, metadata={"format": "pt", "weights": "ema"})
+    tmp.chmod(0o644)  # readable by everyone who installs the package
     shutil.move(tmp, asset / MODEL_FILE)
     print(f"exported step {config['step']} of {run} to {asset} "
           f"({(asset / MODEL_FILE).stat().st_size / 1e6:.1f} MB)")

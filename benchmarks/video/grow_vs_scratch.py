@@ -3,8 +3,10 @@ compute (the same number of optimizer steps of the same batch on the same networ
 measure on a shared machine), scored by the moving-shapes motion analyser.
 
     python benchmarks/video/grow_vs_scratch.py train --out runs/video_cmp --steps 40
+    python benchmarks/video/grow_vs_scratch.py val-loss runs/video_cmp/grown runs/video_cmp/scratch \
+        --out benchmarks/video/grow_vs_scratch_loss.json
     python benchmarks/video/grow_vs_scratch.py analyse runs/video_cmp/grown runs/video_cmp/scratch \
-        --per-prompt 2 --out benchmarks/video/grow_vs_scratch.json
+        --per-prompt 1 --steps 6 --out benchmarks/video/grow_vs_scratch.json
 
 Both runs train every layer (a network from scratch has nothing to freeze) on clips plus still images, batch 2,
 lr 5e-4, seed 0, the image model's noise distribution. ``analyse`` also scores any model folder (the shipped one:
@@ -79,12 +81,43 @@ def analyse(model: Path, per_prompt: int, steps: int, guidance: float, prompts: 
             "per_prompt": per_prompt, "prompts": rows}
 
 
+VAL_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+@torch.no_grad()
+def validation_loss(model: Path, clips: int = 16, seed: int = 10_000) -> dict:
+    """EDM-weighted denoising loss (EDM eq. 2, the training objective without condition dropout) on ``clips`` clips
+    of the world that no run trained on (data seed ``seed``), at fixed sigmas with fixed noise: the same numbers for
+    any model, so equal-compute runs compare directly (lower is better)."""
+    import noisecraft
+    from noisecraft.diffusion.loss import denoising_loss
+    from noisecraft.video.world import MovingShapesDataset
+
+    pipeline = noisecraft.load(model)
+    data = MovingShapesDataset(clips, seed=seed)
+    x0 = torch.stack([data[i]["video"] for i in range(clips)])
+    context, mask = pipeline.model.encode_text([data[i]["caption"] for i in range(clips)])
+    generator = torch.Generator().manual_seed(0)
+    per_sigma = {}
+    for sigma in VAL_SIGMAS:
+        noise = torch.randn(x0.shape, generator=generator)
+        losses = denoising_loss(pipeline.model, x0, torch.full((clips,), sigma), "edm", noise=noise,
+                                context=context, context_mask=mask)
+        per_sigma[str(sigma)] = round(float(losses.mean()), 5)
+        print(f"{model.name}: sigma {sigma}: {per_sigma[str(sigma)]}", flush=True)
+    return {"model": str(model), "clips": clips, "data_seed": seed, "per_sigma": per_sigma,
+            "mean": round(sum(per_sigma.values()) / len(per_sigma), 5)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train")
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--steps", type=int, default=40)
+    v = sub.add_parser("val-loss")
+    v.add_argument("models", type=Path, nargs="+")
+    v.add_argument("--out", type=Path)
     a = sub.add_parser("analyse")
     a.add_argument("models", type=Path, nargs="+")
     a.add_argument("--per-prompt", type=int, default=2)
@@ -97,6 +130,14 @@ def main() -> None:
     torch.set_num_threads(1)
     if args.command == "train":
         train(args.out, args.steps)
+        return
+    if args.command == "val-loss":
+        results = [validation_loss(m) for m in args.models]
+        for r in results:
+            print(f"{r['model']}: validation loss {r['mean']} {r['per_sigma']}")
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=2) + "\n")
         return
     prompts = SEEN_PROMPTS + (PAIR_PROMPTS if args.pairs else [])
     results = [analyse(m, args.per_prompt, args.steps, args.guidance, prompts, args.gif if i == 0 else None)
