@@ -110,7 +110,8 @@ def main(argv=None) -> None:
                 break
     info = {"trained_steps": step, "batch_size": args.batch_size, "train_clips": len(train), "frames": args.frames,
             "minutes": args.minutes, "seed": args.seed,
-            "command": "OMP_NUM_THREADS=1 python benchmarks/video/train_classifier.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "command": "OMP_NUM_THREADS=1 python benchmarks/video/train_classifier.py "
+                       + " ".join(sys.argv[1:] if argv is None else argv),
             "accuracy_fresh_clips": accuracy(model, test_px, test),
             "accuracy_held_out_combinations": accuracy(model, held_px, held)}
     print(info, flush=True)

@@ -40,8 +40,8 @@ COUNTS = (1, 2)
 
 @dataclass
 class ClassifierConfig:
-    """``channels`` of the three 3x3x3 convolutions (stride 2 in space, 1 in time; each with group normalisation), the size of the
-    penultimate ``features`` (FD-MSC's space), and the ``resolution`` clips are resized to."""
+    """``channels`` of the three 3x3x3 convolutions (stride 2 in space, 1 in time; each with group normalisation),
+    the size of the penultimate ``features`` (FD-MSC's space), and the ``resolution`` clips are resized to."""
 
     channels: tuple[int, int, int] = (16, 32, 64)
     features: int = 32
@@ -50,8 +50,8 @@ class ClassifierConfig:
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
         if len(self.channels) != 3 or min(self.channels) < 1 or any(c % 4 for c in self.channels) or self.features < 1:
-            raise ValueError(f"channels must be three positive multiples of 4 and features positive, got {self.channels}, "
-                             f"{self.features}")
+            raise ValueError(f"channels must be three positive multiples of 4 and features positive, got "
+                             f"{self.channels}, {self.features}")
         if self.resolution < 8 or self.resolution % 8:
             raise ValueError(f"resolution must be a multiple of 8 (three stride-2 convolutions), got {self.resolution}")
 

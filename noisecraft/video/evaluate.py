@@ -13,9 +13,11 @@ tracks, and flicker outside the objects. A clip's ``reasons`` name every failure
 - ``missing_object`` / ``extra_object``: fewer / more objects than asked in some frame;
 - ``wrong_colour`` / ``wrong_shape`` / ``binding``: a prompted colour or shape absent in some frame, or the right
   colours and shapes paired wrongly; ``wrong_size``: the first frame's size is not the prompted one;
-- ``wrong_direction`` (moved the wrong way, or shrank instead of growing or the reverse), ``not_moving`` (asked to move, grow or shrink; stayed), ``wrong_motion``
-  (e.g. moved instead of growing, or moved when asked to stand still), ``not_monotone`` (right overall, but steps
-  back on the way: e.g. shuffled frames), ``wanders`` (asked to stand still, ends where it began but strays);
+- ``wrong_direction`` (moved the wrong way, or shrank instead of growing or the reverse), ``not_moving`` (asked to
+  move, grow or shrink; stayed), ``wrong_motion`` (e.g. moved instead of growing, or moved when asked to stand
+  still), ``not_monotone`` (right overall, but steps back on the way: e.g. shuffled frames), ``wanders`` (asked to
+  stand still, ends where it began but strays). An object never found (or found in one frame) has no motion: its
+  clip is not motion-right, and its reason is the frame failure (e.g. ``wrong_colour``);
 - ``identity_swap`` / ``identity_change``: see :mod:`noisecraft.video.temporal`.
 """
 
