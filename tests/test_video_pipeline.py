@@ -165,3 +165,14 @@ def test_cli_train_from_scratch_and_its_errors(tmp_path):
         result = runner.invoke(app, ["train", "-o", str(tmp_path / "x"), *args])
         assert isinstance(result.exception, (ValueError, FileNotFoundError)), result.output
         assert expected in str(result.exception) and "\n" not in str(result.exception)
+
+
+def test_shipped_video_model_loads_and_generates():
+    from noisecraft.video.cli import DEFAULT_MODEL
+
+    if not (DEFAULT_MODEL / "model.safetensors").is_file():
+        pytest.skip("the shipped video model is not in this checkout")
+    pipeline = noisecraft.load(DEFAULT_MODEL)
+    assert pipeline.spec.grown_from == "noisecraft/assets/shapes_t2i" and pipeline.spec.frames == 8
+    clips = pipeline.generate({"prompt": "a red circle moving right", "frames": 2, "steps": 1}, seed=0).items
+    assert len(clips) == 1 and len(clips[0]) == 2 and clips[0][0].size == (32, 32)
