@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from noisecraft.training import TrainConfig, Trainer
-from noisecraft.training.checkpoint import latest_checkpoint
+from noisecraft.training import Trainer
+from noisecraft.training.runs import check_positive_ints, run_checkpoint, train_config_for, with_defaults
 
 from .data import DEFAULT_DATA, MoleculeSet, read_molecules
 from .properties import Normalizer, compute_table, parse_properties
@@ -39,35 +39,20 @@ DEFAULTS: dict[str, Any] = {
     "preset": "small", "net": {}, "max_length": None, "steps": None, "minutes": None, "batch_size": 128,
     "lr": 3e-4, "seed": 0, "cond_drop_prob": 0.1, "property_drop_prob": 0.3, "train": {},
 }
-DEFAULT_STEPS = 20_000
 
 
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
-    if not isinstance(config, dict):
-        raise TypeError(f"a molecule training config is a dict, got {type(config).__name__}")
-    unknown = sorted(set(config) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown molecule training option(s) {', '.join(map(repr, unknown))}; known: "
-                         f"{', '.join(DEFAULTS)} (TrainConfig fields go under 'train')")
-    config = {**DEFAULTS, **config}
-    if config["out_dir"] is None:
-        raise ValueError("a molecule training config needs 'out_dir' (the model folder to write)")
+    config = with_defaults(config, DEFAULTS, what="molecule training")
     config["properties"] = parse_properties(config["properties"])
     if config["representation"] not in REPRESENTATIONS:
         raise ValueError(f"unknown representation {config['representation']!r}; choose one of "
                          f"{', '.join(REPRESENTATIONS)}")
     if config["preset"] not in PRESETS:
         raise ValueError(f"unknown preset {config['preset']!r}; choose one of {', '.join(PRESETS)}")
-    for key in ("batch_size",):
-        value = config[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be a positive integer, got {value!r}")
-    for key, minimum in (("steps", 1), ("max_length", 2)):
-        value = config[key]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-            raise ValueError(f"{key} must be an integer >= {minimum}, got {value!r}")
-    if config["minutes"] is not None and not (isinstance(config["minutes"], (int, float)) and config["minutes"] > 0):
-        raise ValueError(f"minutes must be a positive number, got {config['minutes']!r}")
+    check_positive_ints(config, ("batch_size",))
+    max_length = config["max_length"]
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2):
+        raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
     for key in ("cond_drop_prob", "property_drop_prob"):
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
@@ -193,22 +178,9 @@ def train_on_molecules(molecules: MoleculeSet, config: dict[str, Any], *, resume
     from noisecraft.sequence.model import SequenceDiffusionModel
 
     out_dir = Path(config["out_dir"])
-    checkpoint = latest_checkpoint(out_dir) if out_dir.is_dir() else None
-    if checkpoint is not None and not resume:
-        raise FileExistsError(f"{out_dir} already holds checkpoints (latest: {checkpoint.name}): continue it with "
-                              f"--resume (Python: resume=True) or choose a new --out (Python: out_dir)")
+    checkpoint = run_checkpoint(out_dir, resume=resume)  # before anything is written into the run folder
     tokenizer, dataset, spec = prepare(config, molecules, out_dir, resume=resume)
-    steps = config["steps"] or (1_000_000 if config["minutes"] is not None else DEFAULT_STEPS)
-    train = {"steps": steps, "batch_size": config["batch_size"], "lr": config["lr"], "seed": config["seed"],
-             "warmup_steps": min(500, steps // 10), "ema_decay": 0.999, "checkpoint_every": 1000,
-             "log_every": max(1, min(50, steps // 10)), "max_minutes": config["minutes"], **config["train"]}
-    if resume and checkpoint is not None and "warmup_steps" not in config["train"]:
-        from noisecraft.training.checkpoint import read_config
-
-        saved = (read_config(checkpoint).get("train_config") or {}).get("warmup_steps")
-        if saved is not None:
-            train["warmup_steps"] = saved
-    train_config = TrainConfig.from_dict(train)
+    train_config = train_config_for(config, checkpoint=checkpoint, checkpoint_every=1000)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         tokenizer.save(out_dir)

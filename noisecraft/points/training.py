@@ -20,8 +20,9 @@ import torch
 from noisecraft.diffusion.config import DiffusionConfig
 from noisecraft.nets.registry import network_config
 from noisecraft.text.encoders import make_text_encoder, shared_text_encoder, split_words
-from noisecraft.training.checkpoint import latest_checkpoint, read_config
-from noisecraft.training.trainer import TrainConfig, Trainer
+from noisecraft.training.checkpoint import read_config
+from noisecraft.training.runs import check_positive_ints, run_checkpoint, train_config_for, with_defaults
+from noisecraft.training.trainer import Trainer
 
 from .data import build_points_data
 from .pipeline import PointsDiffusionModel, PointsModelSpec, make_loss_fn
@@ -33,25 +34,13 @@ DEFAULTS: dict[str, Any] = {
     "steps": None, "minutes": None, "batch_size": 32, "lr": 5e-4, "seed": 0, "cond_drop_prob": 0.1,
     "diffusion": {}, "train": {},
 }
-DEFAULT_STEPS = 20_000
 # The points modality's noise range: clouds lie in the unit ball (per-coordinate std ~0.3-0.5).
 POINTS_DIFFUSION = {"sigma_data": 0.5, "sigma_min": 0.002, "sigma_max": 40.0}
 
 
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
-    if not isinstance(config, dict):
-        raise TypeError(f"a points training config is a dict, got {type(config).__name__}")
-    unknown = sorted(set(config) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown points training option(s) {', '.join(map(repr, unknown))}; known: "
-                         f"{', '.join(DEFAULTS)} (TrainConfig fields go under 'train')")
-    config = {**DEFAULTS, **config}
-    if config["out_dir"] is None:
-        raise ValueError("a points training config needs 'out_dir' (the model folder to write)")
-    for key, low in (("points", 1), ("batch_size", 1), ("num_examples", 1), ("max_points", 1)):
-        value = config[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    config = with_defaults(config, DEFAULTS, what="points training")
+    check_positive_ints(config, ("points", "batch_size", "num_examples", "max_points"))
     if config["points"] > config["max_points"]:
         raise ValueError(f"points ({config['points']}) is above max_points ({config['max_points']})")
     if isinstance(config["text_encoder"], str):
@@ -111,10 +100,7 @@ def train_points(config: dict[str, Any], *, resume: bool = False, progress: bool
     """
     config = check_config(config)
     out_dir = Path(config["out_dir"])
-    checkpoint = latest_checkpoint(out_dir) if out_dir.is_dir() else None
-    if checkpoint is not None and not resume:
-        raise FileExistsError(f"{out_dir} already holds checkpoints (latest: {checkpoint.name}): continue it with "
-                              "--resume or choose a new --out")
+    checkpoint = run_checkpoint(out_dir, resume=resume)
     dataset = build_points_data(config["data"], points=config["points"], normals=config["normals"],
                                 world=config["world"], num_examples=config["num_examples"], seed=config["seed"],
                                 skip_bad=config["skip_bad"])
@@ -124,13 +110,10 @@ def train_points(config: dict[str, Any], *, resume: bool = False, progress: bool
         spec = PointsModelSpec.from_dict(read_config(checkpoint)["model_config"])
     else:
         spec = build_spec(config, dataset)
-    steps = config["steps"] or (1_000_000 if config["minutes"] is not None else DEFAULT_STEPS)
-    train = {"steps": steps, "batch_size": config["batch_size"], "lr": config["lr"], "seed": config["seed"],
-             "warmup_steps": min(200, max(1, steps // 10)), "ema_decay": 0.999, "checkpoint_every": 500,
-             "log_every": max(1, min(50, steps // 10)), "max_minutes": config["minutes"], **config["train"]}
-    torch.manual_seed(config["seed"])
+    train_config = train_config_for(config, checkpoint=checkpoint, warmup_cap=200)
+    torch.manual_seed(config["seed"])  # network initialisation: the same seed gives the same model
     model = PointsDiffusionModel(spec)
-    trainer = Trainer(model, make_loss_fn(spec), dataset, TrainConfig.from_dict(train), out_dir,
+    trainer = Trainer(model, make_loss_fn(spec), dataset, train_config, out_dir,
                       model_config=spec.to_dict(), progress=progress)
     return trainer.fit(resume=resume)
 

@@ -28,10 +28,9 @@ from typing import Any
 import torch
 
 from noisecraft import __version__
-from noisecraft.device import resolve_device
 from noisecraft.protocol import Generation, Param, ParameterError, Pipeline, StepReporter
-from noisecraft.training.checkpoint import atomic_write_bytes, read_config, resolve_model_dir
-from noisecraft.training.checkpoint import load_weights
+from noisecraft.sequence.folder import load_sequence_folder
+from noisecraft.training.checkpoint import atomic_write_bytes
 
 from .tokenizers import TOKENIZER_FILE, CharTokenizer, Tokenizer, UnknownCharacters, load_tokenizer
 
@@ -63,13 +62,7 @@ def parse_template(template: str) -> list[tuple[str, str | int]]:
     return segments
 
 
-def find_tokenizer(model_dir: Path, name: str = TOKENIZER_FILE) -> Path:
-    """The tokenizer file of a model folder: in it, or, for ``run/checkpoints/step_N``, in the run folder."""
-    for folder in (model_dir, model_dir.parent.parent):
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(f"{model_dir} has no {name}: a text model folder holds the tokenizer it was trained "
-                            f"with (written by `noisecraft text fit`)")
+
 
 
 def texts_jsonl(generation: Generation) -> bytes:
@@ -91,21 +84,9 @@ class TextPipeline(Pipeline):
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "cpu", use_ema: bool = True) -> "TextPipeline":
-        from noisecraft.sequence.model import SequenceDiffusionModel, SequenceModelSpec
-
-        model_dir = resolve_model_dir(path)
-        model_config = read_config(model_dir)["model_config"]
-        if model_config.get("kind") != MODEL_KIND:
-            raise ValueError(f"{model_dir} holds a {model_config.get('kind')!r} model, not a text one")
-        spec = SequenceModelSpec.from_dict(model_config)
-        tokenizer = load_tokenizer(find_tokenizer(model_dir, (spec.extra or {}).get("tokenizer", TOKENIZER_FILE)))
-        if tokenizer.vocab_size != spec.vocab_size:
-            raise ValueError(f"{model_dir}: the tokenizer has {tokenizer.vocab_size} tokens but the model "
-                             f"{spec.vocab_size}; the folder mixes files of different runs")
-        model = SequenceDiffusionModel(spec)
-        load_weights(model, model_dir, use_ema=use_ema)
-        model = model.to(resolve_device(device or "cpu")).eval()
-        model.requires_grad_(False)
+        model, spec, tokenizer, model_config, model_dir = load_sequence_folder(
+            path, kind=MODEL_KIND, what="text", fit_command="noisecraft text fit", tokenizer_file=TOKENIZER_FILE,
+            load_tokenizer=load_tokenizer, device=device, use_ema=use_ema)
         return cls(model, spec, tokenizer, model_config, source=str(model_dir))
 
     @property

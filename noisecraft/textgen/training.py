@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from noisecraft.training import TrainConfig, Trainer
-from noisecraft.training.checkpoint import latest_checkpoint, read_config
+from noisecraft.training import Trainer
+from noisecraft.training.runs import check_positive_ints, run_checkpoint, train_config_for, with_defaults
 
 from .data import DEFAULT_CORPUS, Corpus, Document, TokenWindows, load_corpus
 from .pipeline import MODEL_KIND
@@ -28,33 +28,16 @@ DEFAULTS: dict[str, Any] = {
     "stride": None, "preset": "small", "net": {}, "steps": None, "minutes": None, "batch_size": 64, "lr": 3e-4,
     "seed": 0, "train": {},
 }
-DEFAULT_STEPS = 20_000  # when neither steps nor minutes is given
 
 
 def _check_config(config: dict[str, Any]) -> dict[str, Any]:
-    if not isinstance(config, dict):
-        raise TypeError(f"a text training config is a dict, got {type(config).__name__}")
-    unknown = sorted(set(config) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown text training option(s) {', '.join(map(repr, unknown))}; known: "
-                         f"{', '.join(DEFAULTS)} (TrainConfig fields go under 'train')")
-    config = {**DEFAULTS, **config}
-    if config["out_dir"] is None:
-        raise ValueError("a text training config needs 'out_dir' (the model folder to write)")
+    config = with_defaults(config, DEFAULTS, what="text training")
     if config["tokenizer"] not in TOKENIZER_KINDS:
         raise ValueError(f"unknown tokenizer {config['tokenizer']!r}; choose one of {', '.join(TOKENIZER_KINDS)}")
     if config["preset"] not in PRESETS:
         raise ValueError(f"unknown preset {config['preset']!r}; choose one of {', '.join(PRESETS)}")
-    for key in ("length", "batch_size"):
-        value = config[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be a positive integer, got {value!r}")
-    for key in ("steps", "stride"):
-        value = config[key]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{key} must be a positive integer, got {value!r}")
-    if config["minutes"] is not None and not (isinstance(config["minutes"], (int, float)) and config["minutes"] > 0):
-        raise ValueError(f"minutes must be a positive number, got {config['minutes']!r}")
+    check_positive_ints(config, ("length", "batch_size"))
+    check_positive_ints(config, ("stride",), optional=True)
     return config
 
 
@@ -99,26 +82,14 @@ def train_on_corpus(corpus: Corpus, config: dict[str, Any], *, resume: bool = Fa
     from noisecraft.sequence.model import SequenceDiffusionModel, make_loss_fn
 
     out_dir = Path(config["out_dir"])
-    checkpoint = latest_checkpoint(out_dir) if out_dir.is_dir() else None
-    if checkpoint is not None and not resume:  # before anything is written into a run folder in use
-        raise FileExistsError(f"{out_dir} already holds checkpoints (latest: {checkpoint.name}): continue it with "
-                              f"--resume (Python: resume=True) or choose a new --out (Python: out_dir)")
+    checkpoint = run_checkpoint(out_dir, resume=resume)  # before anything is written into the run folder
     tokenizer = _tokenizer_for(config, corpus, out_dir, resume=resume)
     length = config["length"]
     stride = config["stride"] or max(1, length // 4)
     windows = TokenWindows(tokenizer.encode_documents(corpus.texts), length, stride=stride,
                            what=f"the training corpus ({corpus.provenance.get('corpus', 'text')})")
     spec = build_spec(config, tokenizer, corpus, stride)
-    steps = config["steps"] or (1_000_000 if config["minutes"] is not None else DEFAULT_STEPS)
-    train = {"steps": steps, "batch_size": config["batch_size"], "lr": config["lr"], "seed": config["seed"],
-             "warmup_steps": min(500, steps // 10), "ema_decay": 0.999, "checkpoint_every": 500,
-             "log_every": max(1, min(50, steps // 10)), "max_minutes": config["minutes"], **config["train"]}
-    if resume and checkpoint is not None and "warmup_steps" not in config["train"]:
-        # the warm-up was planned from the first run's length (a resumed run may change steps): keep it
-        saved = (read_config(checkpoint).get("train_config") or {}).get("warmup_steps")
-        if saved is not None:
-            train["warmup_steps"] = saved
-    train_config = TrainConfig.from_dict(train)
+    train_config = train_config_for(config, checkpoint=checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         tokenizer.save(out_dir)

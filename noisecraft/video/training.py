@@ -18,8 +18,9 @@ import torch
 from noisecraft.diffusion.config import DiffusionConfig
 from noisecraft.nets.registry import network_config
 from noisecraft.text.encoders import make_text_encoder, shared_text_encoder, split_words
-from noisecraft.training.checkpoint import latest_checkpoint, read_config
-from noisecraft.training.trainer import TrainConfig, Trainer
+from noisecraft.training.checkpoint import read_config
+from noisecraft.training.runs import check_positive_ints, run_checkpoint, train_config_for, with_defaults
+from noisecraft.training.trainer import Trainer
 
 from .data import build_video_data
 from .model import MAX_FRAMES, VideoDiffusionModel, VideoModelSpec, grow_from_image_model, make_loss_fn
@@ -32,26 +33,14 @@ DEFAULTS: dict[str, Any] = {
     "minutes": None,
     "batch_size": 8, "lr": 5e-4, "seed": 0, "diffusion": {}, "train": {},
 }
-DEFAULT_STEPS = 20_000
 SCRATCH_ONLY = ("preset", "net", "text_encoder")  # a grown model takes these from its image model
 
 
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` over :data:`DEFAULTS`, with unknown keys and bad values named in one-line errors."""
-    if not isinstance(config, dict):
-        raise TypeError(f"a video training config is a dict, got {type(config).__name__}")
-    unknown = sorted(set(config) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown video training option(s) {', '.join(map(repr, unknown))}; known: "
-                         f"{', '.join(DEFAULTS)} (TrainConfig fields go under 'train')")
     given = config
-    config = {**DEFAULTS, **config}
-    if config["out_dir"] is None:
-        raise ValueError("a video training config needs 'out_dir' (the model folder to write)")
-    for key in ("frames", "max_frames", "batch_size", "num_examples", "resolution"):
-        value = config[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    config = with_defaults(config, DEFAULTS, what="video training")
+    check_positive_ints(config, ("frames", "max_frames", "batch_size", "num_examples", "resolution"))
     if config["frames"] > config["max_frames"]:
         raise ValueError(f"frames ({config['frames']}) is above max_frames ({config['max_frames']})")
     if config["grow_from"] in ("none", ""):
@@ -150,12 +139,7 @@ def train_video(config: dict[str, Any], *, resume: bool = False, progress: bool 
     """
     config = check_config(config)
     out_dir = Path(config["out_dir"])
-    checkpoint = latest_checkpoint(out_dir) if out_dir.is_dir() else None
-    if checkpoint is not None and not resume:
-        raise FileExistsError(f"{out_dir} already holds checkpoints (latest: {checkpoint.name}): continue it with "
-                              "--resume or choose a new --out")
-    if resume and checkpoint is None:
-        raise FileNotFoundError(f"cannot resume: {out_dir} holds no checkpoint; start without --resume")
+    checkpoint = run_checkpoint(out_dir, resume=resume)
     world = {"resolution": config["resolution"], **config["world"]}
     dataset = build_video_data(config["data"], frames=config["frames"], seed=config["seed"],
                                num_examples=config["num_examples"], world=world if config["data"] == "world" else None,
@@ -168,10 +152,7 @@ def train_video(config: dict[str, Any], *, resume: bool = False, progress: bool 
         spec = VideoModelSpec.from_dict(read_config(checkpoint)["model_config"])
     else:
         spec = build_spec(config, dataset)
-    steps = config["steps"] or (1_000_000 if config["minutes"] is not None else DEFAULT_STEPS)
-    train = {"steps": steps, "batch_size": config["batch_size"], "lr": config["lr"], "seed": config["seed"],
-             "warmup_steps": min(100, max(1, steps // 10)), "ema_decay": 0.999, "checkpoint_every": 200,
-             "log_every": max(1, min(25, steps // 10)), "max_minutes": config["minutes"], **config["train"]}
+    train_config = train_config_for(config, checkpoint=checkpoint, warmup_cap=100, checkpoint_every=200, log_cap=25)
     torch.manual_seed(config["seed"])  # temporal layers (and a scratch network) initialisation
     model = VideoDiffusionModel(spec)
     if checkpoint is None and spec.grown_from is not None:
@@ -180,7 +161,7 @@ def train_video(config: dict[str, Any], *, resume: bool = False, progress: bool 
         model.requires_grad_(False)
         for parameter in model.net.temporal_parameters():
             parameter.requires_grad_(True)
-    trainer = Trainer(model, make_loss_fn(spec), dataset, TrainConfig.from_dict(train), out_dir,
+    trainer = Trainer(model, make_loss_fn(spec), dataset, train_config, out_dir,
                       model_config=spec.to_dict(), progress=progress)
     return trainer.fit(resume=resume)
 
