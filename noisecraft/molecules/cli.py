@@ -14,27 +14,12 @@ from typing import Annotated, Optional
 
 import typer
 
+from noisecraft.cli_common import step_progress_bar
+
 app = typer.Typer(help="Molecules by masked diffusion over SMILES or SELFIES: fit a model to a SMILES file (default: "
                        "20k molecules of MOSES), sample molecules with property targets, guidance and required "
                        "substructures, evaluate with the MOSES metrics.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-
-
-def _step_bar(description: str):
-    from tqdm.auto import tqdm
-
-    state: dict = {}
-
-    def progress(done: int, total: int) -> None:
-        if "bar" not in state:
-            state["bar"] = tqdm(total=total, desc=description, unit="step", leave=False)
-        bar = state["bar"]
-        bar.total = total
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
-    return progress
 
 
 @app.command()
@@ -130,7 +115,7 @@ def sample(
                "forbid": list(forbid or []), "drop_flagged": drop_flagged,
                "scaffold": scaffold, "decoration_size": decoration_size,
                "temperature": temperature, "top_p": top_p} | ({"steps": steps} if steps is not None else {})
-    generation = pipeline.generate(request, seed=seed, progress=_step_bar("sampling"))
+    generation = pipeline.generate(request, seed=seed, progress=step_progress_bar("sampling"))
     files = write_outputs(generation, out, pipeline.columns(generation), pipeline.reported)
     valid = generation.parameters["valid"]
     dropped = generation.parameters.get("flagged_report", {}).get("dropped_flagged")

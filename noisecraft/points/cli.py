@@ -12,6 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from noisecraft.cli_common import step_progress_bar
+
 app = typer.Typer(help="3D assets as point clouds: generate shapes from prompts (PLY, alpha-shape meshes, views, "
                        "turntables), train on the procedural world or your meshes, evaluate (MMD / COV / 1-NNA, "
                        "prompt correctness).", no_args_is_help=True, add_completion=False,
@@ -26,22 +28,6 @@ def _model(model: Optional[Path]) -> Path:
         raise FileNotFoundError(f"{path}: no such model folder" + ("" if model else
                                 " (the shipped points model is missing; pass --model)"))
     return path
-
-
-def _bar(description: str):
-    from tqdm.auto import tqdm
-
-    state: dict = {}
-
-    def progress(done: int, total: int) -> None:
-        if "bar" not in state:
-            state["bar"] = tqdm(total=total, desc=description, unit="step", leave=False)
-        state["bar"].total = total
-        state["bar"].update(done - state["bar"].n)
-        if done >= total:
-            state["bar"].close()
-
-    return progress
 
 
 @app.command()
@@ -69,7 +55,7 @@ def generate(
               "mesh_format": mesh_format}
     if points is not None:
         params["points"] = points
-    generation = pipeline.generate(params, seed=seed, progress=_bar("sampling"))
+    generation = pipeline.generate(params, seed=seed, progress=step_progress_bar("sampling"))
     files = pipeline.save_outputs(generation, out)
     for note in generation.notes:
         typer.echo(note)

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from noisecraft.cli_common import step_progress_bar
 from noisecraft.diffusion.samplers import SAMPLERS
 
 app = typer.Typer(help="Text-to-video: generate clips from prompts (animated GIF, PNG strip, MP4 with PyAV) with "
@@ -35,22 +36,6 @@ def load_video_model(model: Optional[Path], device: str = "cpu"):
         raise ValueError(f"{path} is a {modality.name} model, not a video model; see `noisecraft {modality.name} "
                          "--help`")
     return VideoPipeline.load(folder, device=device)
-
-
-def _bar(description: str):
-    from tqdm.auto import tqdm
-
-    state: dict = {}
-
-    def progress(done: int, total: int) -> None:
-        if "bar" not in state:
-            state["bar"] = tqdm(total=total, desc=description, unit="step", leave=False)
-        state["bar"].total = total
-        state["bar"].update(done - state["bar"].n)
-        if done >= total:
-            state["bar"].close()
-
-    return progress
 
 
 @app.command()
@@ -90,7 +75,7 @@ def generate(
     from noisecraft.protocol import ParameterError
 
     try:
-        generation = pipeline.generate(params, seed=seed, progress=_bar("sampling"))
+        generation = pipeline.generate(params, seed=seed, progress=step_progress_bar("sampling"))
     except ParameterError as error:  # name the option people typed, not the request key
         option = {"prompt": "PROMPT", "negative_prompt": "--negative"}.get(error.name, f"--{error.name}")
         raise ValueError(f"{option}: {str(error).split(': ', 1)[1]}") from None
