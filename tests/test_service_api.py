@@ -317,3 +317,17 @@ def test_results_are_stored_under_the_data_dir_per_job(client):
     assert sorted(p.name for p in folder.iterdir()) == ["record.json", "values.jsonl"]
     digest = hashlib.sha256((folder / "values.jsonl").read_bytes()).hexdigest()
     assert hashlib.sha256(client.get(job["results"][0]["url"]).content).hexdigest() == digest
+
+
+def test_shipped_models_start_with_text_to_image_and_leave_out_non_model_assets(tmp_path, monkeypatch):
+    """Every asset folder with a ``model_config`` is served, the text-to-image model first; other assets (a
+    classifier's weights) are neither served nor reported as broken models."""
+    from noisecraft.service import models
+
+    assets = tmp_path / "assets"
+    for name, config in (("a_points", {"model_config": {"kind": "points"}}), ("shapes_t2i", {"model_config": {}}),
+                         ("b_classifier", {"kind": "video_classifier"})):
+        (assets / name).mkdir(parents=True)
+        (assets / name / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(models.resources, "files", lambda package: tmp_path)
+    assert [p.name for p in models.shipped_model_dirs()] == ["shapes_t2i", "a_points"]

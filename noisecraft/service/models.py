@@ -8,6 +8,7 @@ modality registered later is served as soon as one of its model folders is in DI
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import warnings
@@ -30,12 +31,25 @@ class ModelEntry:
     source: str  # "shipped" or "models-dir"
 
 
+FIRST_SHIPPED = "shapes_t2i"  # what a first-time visitor of the studio sees selected
+
+
 def shipped_model_dirs() -> list[Path]:
-    """Model folders shipped inside the package (``noisecraft/assets/<name>/config.json``)."""
+    """Model folders shipped inside the package (``noisecraft/assets/<name>/config.json`` with a ``model_config``;
+    other assets, such as the video evaluator's classifier, are not generation models), the text-to-image model
+    first."""
     assets = Path(str(resources.files("noisecraft") / "assets"))
     if not assets.is_dir():
         return []
-    return sorted(p for p in assets.iterdir() if p.is_dir() and (p / "config.json").is_file())
+    folders = [p for p in assets.iterdir() if p.is_dir() and _is_model_folder(p)]
+    return sorted(folders, key=lambda p: (p.name != FIRST_SHIPPED, p.name))
+
+
+def _is_model_folder(folder: Path) -> bool:
+    try:
+        return "model_config" in json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
 
 
 def _model_dirs(models_dir: Path) -> list[Path]:
