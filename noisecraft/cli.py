@@ -16,9 +16,10 @@ import typer
 from noisecraft import registry
 
 app = typer.Typer(
-    help="noisecraft: train diffusion models and generate from them (images, text-to-image, tables).\n\n"
+    help="noisecraft: train diffusion models and generate from them (images, text-to-image, tables, text, "
+         "molecules, video, 3D point clouds).\n\n"
          "Start with `noisecraft demo` (trains a digits model on the CPU in a few minutes and writes pictures). "
-         "Each modality has its own group: `noisecraft image --help`, `noisecraft tabular --help`.",
+         "Each modality has its own group: `noisecraft image --help`, `noisecraft text --help`, ...",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
 
