@@ -114,7 +114,7 @@ class ImageDiffusionModel(nn.Module):
             if is_trainable(spec.text_encoder):
                 self.text_encoder = make_text_encoder(spec.text_encoder)
             if self.net.config.context_dim is None:
-                raise ValueError("a text-to-image model needs a network with cross-attention (net.context_dim)")
+                raise ValueError("a text-conditioned model needs a network with cross-attention (net.context_dim)")
 
     @property
     def net(self) -> nn.Module:

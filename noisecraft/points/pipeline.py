@@ -28,10 +28,10 @@ from noisecraft.device import resolve_device
 from noisecraft.diffusion.config import DiffusionConfig
 from noisecraft.diffusion.guidance import guided_denoiser
 from noisecraft.diffusion.samplers import SAMPLERS, get_sampler, nfe
+from noisecraft.images.pipeline import ImageDiffusionModel
 from noisecraft.jsonconfig import from_dict
-from noisecraft.nets.registry import build_network
 from noisecraft.protocol import Generation, Param, ParameterError, Pipeline, StepReporter
-from noisecraft.text.encoders import TextEncoder, is_trainable, make_text_encoder, shared_text_encoder
+from noisecraft.text.encoders import is_trainable
 from noisecraft.training.checkpoint import load_weights, read_config, resolve_model_dir
 from noisecraft.training.distributed import unwrap_model
 
@@ -76,47 +76,12 @@ class PointsModelSpec:
         return from_dict(cls, data, name="points model")
 
 
-class PointsDiffusionModel(nn.Module):
+class PointsDiffusionModel(ImageDiffusionModel):
     """The denoiser ``D(x [B, N, C], sigma, class_labels=, context=, context_mask=)``, plus a trainable text encoder
-    when the model has one (a frozen one is shared per device and never part of the state dict)."""
+    when the model has one (a frozen one is shared per device and never part of the state dict): the image model's
+    class (text encoding, the null condition) with the spec's point network."""
 
-    def __init__(self, spec: PointsModelSpec):
-        super().__init__()
-        self.spec = spec
-        self.diffusion = DiffusionConfig.from_dict(spec.diffusion)
-        self.denoiser = self.diffusion.make_denoiser(build_network(spec.network, spec.net))
-        self.text_encoder: TextEncoder | None = None
-        if spec.text_encoder is not None:
-            if is_trainable(spec.text_encoder):
-                self.text_encoder = make_text_encoder(spec.text_encoder)
-            if self.net.config.context_dim is None:
-                raise ValueError("a text-conditioned points model needs a network with cross-attention (context_dim)")
-
-    @property
-    def net(self) -> nn.Module:
-        return self.denoiser.net
-
-    def forward(self, x: Tensor, sigma: float | Tensor, **cond: Tensor) -> Tensor:
-        return self.denoiser(x, sigma, **cond)
-
-    def _text_encoder(self, device: torch.device | str = "cpu") -> TextEncoder:
-        if self.spec.text_encoder is None:
-            raise ValueError("this model takes no text: it was not trained with a text encoder")
-        return self.text_encoder if self.text_encoder is not None else shared_text_encoder(self.spec.text_encoder,
-                                                                                             device)
-
-    def encode_text(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
-        device = next(self.denoiser.parameters()).device
-        tokens, mask, _ = self._text_encoder(device).encode(prompts)
-        return tokens.to(device), mask.to(device)
-
-    def unknown_words(self, prompts: list[str]) -> list[str]:
-        return self._text_encoder().unknown_words(prompts)
-
-    def null_text(self, length: int) -> dict[str, Tensor]:
-        device = next(self.denoiser.parameters()).device
-        return {"context": torch.zeros(length, self.net.config.context_dim, device=device),
-                "context_mask": torch.zeros(length, dtype=torch.bool, device=device)}
+    spec: PointsModelSpec
 
 
 def make_loss_fn(spec: PointsModelSpec) -> Callable:
