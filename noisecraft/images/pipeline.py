@@ -248,11 +248,10 @@ class ImagePipeline(Pipeline):
     def sampling_defaults(self) -> dict[str, Any]:
         """steps, sampler, schedule and guidance used when a caller leaves them out: a distilled student's own
         few-step settings, else the defaults of text-to-image or label models."""
-        defaults = dict(TEXT_DEFAULTS if self.spec.text_encoder is not None else LABEL_DEFAULTS)
+        defaults = {**(TEXT_DEFAULTS if self.spec.text_encoder is not None else LABEL_DEFAULTS), "schedule": "karras"}
         if self.spec.distillation:
-            defaults |= {key: self.spec.distillation[key] for key in ("steps", "sampler", "guidance")}
-            defaults["schedule"] = self.spec.distillation["schedule"]
-        return defaults | {"schedule": defaults.get("schedule", "karras")}
+            defaults |= {key: self.spec.distillation[key] for key in ("steps", "sampler", "guidance", "schedule")}
+        return defaults
 
     # --- the pipeline protocol (noisecraft.protocol) ---
 
